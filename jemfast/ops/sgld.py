@@ -1,0 +1,101 @@
+"""The fused SGLD update, jemfast's hottest op."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
+from jemfast.backends import resolve_backend
+from jemfast.ops.philox import check_rng_state
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_finite_number(value, name: str, *, non_negative: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if non_negative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def sgld_update_(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    *,
+    step_size: float,
+    noise_std: float,
+    rng_state: torch.Tensor,
+    grad_clamp: float | None = None,
+    clamp: tuple[float, float] | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """One in-place SGLD step: ``x <- clip(x + step_size * clip(grad) + noise_std * z, clamp)``.
+
+    ``grad`` is the *ascent* direction, ``grad_x log p(x) = -grad_x E(x)``, as in the
+    JEM reference. The arithmetic and the noise are float32 whatever ``x.dtype``;
+    the result is rounded once to ``x.dtype``.
+
+    Noise: element i of ``x`` in contiguous (row-major) order uses counter
+    ``offset + i`` of ``rng_state = [seed, offset]`` (the normal ``tl.randn(seed,
+    offset + i)`` gives for counters below 2**32); afterwards ``offset`` is advanced
+    by ``x.numel()`` on the device, so consecutive calls and CUDA graph replays draw
+    fresh noise without a host sync.
+
+    Args:
+        x: samples, any shape, float32 / bfloat16 / float16; updated in place.
+            A non-contiguous ``x`` is updated through a contiguous copy.
+        grad: same shape, dtype and device as ``x``.
+        step_size: multiplies the (clamped) gradient.
+        noise_std: standard deviation of the added Gaussian noise, >= 0.
+        rng_state: int64 tensor ``[seed, offset]`` on ``x``'s device (see
+            :func:`jemfast.ops.make_rng_state`); advanced in place.
+        grad_clamp: if given (> 0), the gradient is clipped to [-grad_clamp, grad_clamp].
+        clamp: optional ``(lo, hi)`` bounds the result is clipped to.
+        backend: "torch", "triton" or "cuda"; None picks the fastest available
+            (``$JEMFAST_BACKEND`` overrides).
+
+    Returns:
+        ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(grad, torch.Tensor):
+        raise TypeError("x and grad must be tensors")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}")
+    if grad.dtype != x.dtype:
+        raise TypeError(f"grad has dtype {grad.dtype} but x has {x.dtype}; they must match")
+    if grad.shape != x.shape:
+        raise ValueError(f"grad has shape {tuple(grad.shape)} but x has {tuple(x.shape)}; they must match")
+    if grad.device != x.device:
+        raise ValueError(f"grad is on {grad.device} but x is on {x.device}")
+    check_rng_state(rng_state, x.device)
+    step_size = _check_finite_number(step_size, "step_size")
+    noise_std = _check_finite_number(noise_std, "noise_std", non_negative=True)
+    if grad_clamp is not None:
+        grad_clamp = _check_finite_number(grad_clamp, "grad_clamp")
+        if grad_clamp <= 0:
+            raise ValueError(f"grad_clamp must be > 0 or None, got {grad_clamp}")
+    clamp_lo = clamp_hi = None
+    if clamp is not None:
+        if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+            raise ValueError(f"clamp must be a (lo, hi) pair or None, got {clamp!r}")
+        clamp_lo = _check_finite_number(clamp[0], "clamp[0]")
+        clamp_hi = _check_finite_number(clamp[1], "clamp[1]")
+        if clamp_lo > clamp_hi:
+            raise ValueError(f"clamp must have lo <= hi, got {clamp!r}")
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("sgld_update_ modifies x in place; x must not require grad (use x.detach())")
+    name = resolve_backend(backend, x.device)
+
+    target = x if x.is_contiguous() else x.contiguous()
+    torch.ops.jemfast.sgld_update_(
+        target, grad.contiguous(), rng_state, step_size, noise_std, grad_clamp, clamp_lo, clamp_hi, name
+    )
+    if target is not x:
+        x.copy_(target)
+    return x
