@@ -1,0 +1,96 @@
+"""Run directory output: config.json, metrics.jsonl and a progress display.
+
+metrics.jsonl holds one JSON object per line with a ``"kind"``:
+
+- ``"step"``: ``step, epoch, ce, acc, e_data, e_samples, e_gap, loss, lr, sample_time_s, step_time_s``
+  (energies are batch means; ``e_samples``/``e_gap`` are null when no sampling runs);
+- ``"epoch"``: ``epoch, step, val_acc, val_nll, val_ece, train_ce, train_acc, lr, time_s``
+  (accuracy and ECE in percent; ``val_*`` null without a validation loader);
+- ``"rollback"``: ``step, restored_step, rollbacks, lr_scale, reason``.
+
+Only rank 0 writes. The progress display is a tqdm bar when stderr is a terminal and
+plain log lines (``logging``) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunLog"]
+
+logger = logging.getLogger(__name__)
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no NaN/Inf; null keeps every line parseable by strict readers.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunLog:
+    """Writer for one run directory (or only a console display when ``run_dir`` is None)."""
+
+    def __init__(self, run_dir: str | Path | None, enabled: bool = True, progress: bool | None = None):
+        self.enabled = enabled
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._file = None
+        if self.enabled and self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        use_bar = sys.stderr.isatty() if progress is None else progress
+        self._use_bar = bool(use_bar) and enabled
+        self._bar = None
+
+    @property
+    def metrics_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "metrics.jsonl"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        if self.enabled and self.run_dir is not None:
+            text = json.dumps(config, indent=2, sort_keys=True, default=str)
+            (self.run_dir / "config.json").write_text(text + "\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl (flushed, so a crash loses nothing written)."""
+        if not self.enabled or self.run_dir is None:
+            return
+        if self._file is None:
+            self._file = open(self.metrics_path, "a", encoding="utf-8")
+        self._file.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+        self._file.flush()
+
+    def start_epoch(self, epoch: int, total: int | None) -> None:
+        if not self._use_bar:
+            return
+        from tqdm import tqdm
+
+        self.close_bar()
+        self._bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+
+    def progress(self, n_steps: int, summary: dict[str, float]) -> None:
+        """Advance the display by ``n_steps`` with the latest ``summary`` of step metrics."""
+        if not self.enabled:
+            return
+        text = {k: f"{v:.4g}" for k, v in summary.items() if isinstance(v, float)}
+        if self._bar is not None:
+            self._bar.update(n_steps)
+            self._bar.set_postfix(text, refresh=False)
+        else:
+            logger.info("step %s: %s", summary.get("step"), " ".join(f"{k}={v}" for k, v in text.items()))
+
+    def close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self.close_bar()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

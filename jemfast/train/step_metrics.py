@@ -1,0 +1,96 @@
+"""Per-step metrics kept on the device until someone looks at them.
+
+Reading a CUDA tensor's value blocks the host until the GPU has caught up, which
+stalls the pipeline when done every step. A step's metrics therefore stay a small
+device tensor (plus CUDA events for timing); :class:`StepMetrics` turns them into
+Python floats only when a value is read, and the trainer reads them in bulk at
+its sync interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Iterator
+
+import torch
+
+__all__ = ["StepClock", "StepMetrics", "DEVICE_METRICS"]
+
+# Order of the values in a step's device tensor.
+DEVICE_METRICS = ("ce", "acc", "e_data", "e_samples", "e_gap", "loss")
+
+
+class StepClock:
+    """Marks points in a step: CUDA events on a GPU (no sync), ``perf_counter`` otherwise."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start, end) -> float:
+        """Seconds between two marks; waits for the end event on a GPU."""
+        if start is None or end is None:
+            return float("nan")
+        if self.cuda:
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        return end - start
+
+
+class StepMetrics(Mapping):
+    """Read-only mapping ``name -> float`` for one training step, materialised on first read.
+
+    Keys: ``step, epoch, ce, acc`` (percent), ``e_data, e_samples, e_gap`` (mean energies of the
+    batch and of the samples, and data minus samples; NaN without sampling), ``loss, lr,
+    sample_time_s, step_time_s``.
+    """
+
+    def __init__(self, step: int, epoch: int, values: torch.Tensor, lr: float, clock: StepClock, marks: tuple):
+        self._head = {"step": float(step), "epoch": float(epoch)}
+        self._values = values
+        self._lr = lr
+        self._clock = clock
+        self._marks = marks
+        self._data: dict[str, float] | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self._head["step"])
+
+    def device_values(self) -> torch.Tensor:
+        """The unsynchronised values, ordered as ``DEVICE_METRICS``."""
+        return self._values
+
+    def materialise(self, values: list[float] | None = None) -> dict[str, float]:
+        """Python floats for every key; ``values`` may come from a batched transfer."""
+        if self._data is None:
+            if values is None:
+                values = self._values.tolist()
+            data = dict(self._head)
+            data.update(zip(DEVICE_METRICS, (float(v) for v in values)))
+            data["acc"] *= 100.0
+            data["lr"] = float(self._lr)
+            t_start, t_sampled, t_end = self._marks
+            data["sample_time_s"] = self._clock.seconds(t_start, t_sampled) if t_sampled is not None else 0.0
+            data["step_time_s"] = self._clock.seconds(t_start, t_end)
+            self._data = data
+        return self._data
+
+    def __getitem__(self, key: str) -> float:
+        return self.materialise()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.materialise())
+
+    def __len__(self) -> int:
+        return len(self.materialise())
+
+    def __repr__(self) -> str:
+        return f"StepMetrics({self.materialise()!r})"

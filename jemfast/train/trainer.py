@@ -1,0 +1,752 @@
+"""JEMTrainer: drop-in Joint Energy-based Model training for any classifier.
+
+One iteration (``JEMTrainer.step``)::
+
+    x_neg = sampler.sample(B)                         # SGLD from the replay buffer, detached
+    logits = model(cat[x, x_neg])                     # one forward, one backward, one all-reduce
+    E = energy(logits, T)                             # E = -T logsumexp(logits / T)
+    loss = p_y_weight * CE(logits[:B], y)
+         + p_x_weight * (mean E[:B] - mean E[B:])
+         + energy_l2 * (mean E[:B]^2 + mean E[B:]^2)
+
+followed by the optimizer (and step-wise scheduler) step. With ``p_x_weight=0`` no
+sampling runs and the same code trains a plain softmax classifier, the paper's baseline.
+Data and samples share one forward so DDP sees a single forward/backward per step;
+batch-norm layers therefore see both in one batch.
+
+Host syncs happen only every ``sync_every`` steps: then step records are written,
+the divergence guard checks its flag and the progress display updates.
+
+Run directory layout (``run_dir``)::
+
+    config.json            trainer settings (and whatever ``fit(config=...)`` adds)
+    metrics.jsonl          step / epoch / rollback records (see jemfast.train.run_log)
+    checkpoints/last.pt    written at every epoch end, every ``checkpoint_every`` steps and
+                           on KeyboardInterrupt; ``fit(resume=True)`` continues from it
+    checkpoints/best.pt    the state with the lowest validation NLL so far
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jemfast.train import distributed as dist_utils
+from jemfast.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    clone_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from jemfast.train.guard import DivergenceError, DivergenceGuard
+from jemfast.train.run_log import RunLog
+from jemfast.train.step_metrics import StepClock, StepMetrics
+
+__all__ = ["JEMTrainer"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "jemfast.trainer/1"
+_AMP_DTYPES = (None, torch.float16, torch.bfloat16)
+# Reseeds after a rollback must differ from every seed used before and across ranks.
+_RESEED_STRIDE = 1_000_003
+
+
+def _energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    from jemfast.ops.energy import energy
+
+    return energy(logits, temperature)
+
+
+class JEMTrainer:
+    """Trains a classifier ``model: (N, *sample_shape) -> (N, C) logits`` as a JEM.
+
+    Args:
+        model: any classifier module, optionally wrapped in DistributedDataParallel.
+        optimizer: a torch optimizer over the model's parameters (see :func:`paper_optimizer`).
+        sampler: an ``SGLDSampler`` over the *underlying* module; None builds the JEM preset
+            lazily at the first step (uniform replay buffer of ``buffer_size`` shaped like the
+            first batch's samples, on the data's device). Unused when ``p_x_weight == 0``.
+        p_x_weight: weight of the generative term ``E(x) - E(x_neg)``; 0 trains a softmax baseline.
+        p_y_weight: weight of the cross-entropy term.
+        energy_l2: weight of ``E(x)^2 + E(x_neg)^2`` (JEM++-style energy regulariser).
+        amp_dtype: None (fp32), torch.bfloat16 or torch.float16 (with a gradient scaler on CUDA).
+        grad_clip: max global gradient norm, or None.
+        scheduler: learning-rate scheduler, stepped after every optimizer step
+            (``scheduler_interval="step"``) or every epoch (``"epoch"``).
+        run_dir: directory for config.json, metrics.jsonl and checkpoints/; None writes nothing.
+        temperature: energy temperature T.
+        n_classes: number of classes; None infers it from one no-grad eval forward of the first batch.
+        device: where training runs; None uses the model's parameters' device.
+        sync_every: steps between host syncs (logging, guard check); None: 1 on CPU, 25 on GPU.
+        guard: a :class:`DivergenceGuard`, True for the defaults, or False/None for none.
+        buffer_size, sampler_preset, seed: settings of the default sampler (seed + rank seeds its
+            buffer; rollbacks reseed from it).
+        check_values: check inputs for NaN/Inf and labels for range before a step: "auto" checks
+            CPU tensors only (``fit`` checks every batch before moving it to the device), True
+            always (a host sync per step on a GPU), False never.
+        progress: force (True) or suppress (False) the tqdm bar; None uses it on a terminal.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sampler: Any = None,
+        p_x_weight: float = 1.0,
+        p_y_weight: float = 1.0,
+        energy_l2: float = 0.0,
+        amp_dtype: torch.dtype | None = None,
+        grad_clip: float | None = None,
+        scheduler: Any = None,
+        run_dir: str | Path | None = None,
+        *,
+        scheduler_interval: str = "step",
+        temperature: float = 1.0,
+        n_classes: int | None = None,
+        device: str | torch.device | None = None,
+        sync_every: int | None = None,
+        guard: DivergenceGuard | bool | None = True,
+        buffer_size: int = 10000,
+        sampler_preset: str = "jem",
+        seed: int = 0,
+        check_values: bool | str = "auto",
+        progress: bool | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        for name, value in (("p_x_weight", p_x_weight), ("p_y_weight", p_y_weight), ("energy_l2", energy_l2)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if amp_dtype not in _AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+        if grad_clip is not None and not (grad_clip > 0):
+            raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        if not (temperature > 0):
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
+            raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
+        if sync_every is not None and (not isinstance(sync_every, int) or sync_every < 1):
+            raise ValueError(f"sync_every must be a positive int or None, got {sync_every!r}")
+        if check_values not in (True, False, "auto"):
+            raise ValueError(f"check_values must be True, False or 'auto', got {check_values!r}")
+        if not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
+        if sampler is not None and isinstance(getattr(sampler, "model", None), nn.parallel.DistributedDataParallel):
+            raise ValueError("the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
+                             "sampling through DDP would interfere with its gradient synchronisation")
+        if isinstance(guard, bool) or guard is None:
+            guard = DivergenceGuard() if guard else DivergenceGuard(enabled=False)
+        if not isinstance(guard, DivergenceGuard):
+            raise TypeError(f"guard must be a DivergenceGuard, bool or None, got {type(guard).__name__}")
+
+        self.model = model
+        self.module = dist_utils.unwrap_model(model)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.sampler = sampler
+        self.p_x_weight = float(p_x_weight)
+        self.p_y_weight = float(p_y_weight)
+        self.energy_l2 = float(energy_l2)
+        self.amp_dtype = amp_dtype
+        self.grad_clip = grad_clip
+        self.temperature = float(temperature)
+        self.n_classes = n_classes
+        if device is None:
+            first = next(iter(self.module.parameters()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.sync_every = sync_every or (25 if self.device.type == "cuda" else 1)
+        self.guard = guard
+        self.buffer_size = buffer_size
+        self.sampler_preset = sampler_preset
+        self.seed = int(seed)
+        self.check_values = check_values
+        self.rank = dist_utils.get_rank()
+        self.world_size = dist_utils.get_world_size()
+        self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
+        self.run_dir = self.log.run_dir
+
+        self.step_count = 0
+        self.epoch = 0
+        self.rollbacks = 0
+        self.lr_scale = 1.0
+        self.best_val_nll = math.inf
+        self._sample_shape: tuple[int, ...] | None = None
+        self._pending_sampler_state: dict | None = None
+        self._reseed_after_load: int | None = None
+        self._snapshot: dict | None = None
+        self._snapshot_step = -1
+        self._pending: list[StepMetrics] = []
+        self._epoch_sums: torch.Tensor | None = None
+        self._fit_state: dict[str, Any] = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
+        self._clock = StepClock(self.device)
+        use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"
+        self._scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def uses_sampling(self) -> bool:
+        """True when a step draws samples (``p_x_weight > 0``)."""
+        return self.p_x_weight > 0
+
+    def config(self) -> dict[str, Any]:
+        """Plain-value description of the trainer's settings (written to config.json)."""
+        return {
+            "model": type(self.module).__name__,
+            "optimizer": type(self.optimizer).__name__,
+            "optimizer_defaults": {k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float, bool))},
+            "scheduler": type(self.scheduler).__name__ if self.scheduler is not None else None,
+            "scheduler_interval": self.scheduler_interval,
+            "sampler": type(self.sampler).__name__ if self.sampler is not None else (
+                f"default:{self.sampler_preset}" if self.uses_sampling else None),
+            "p_x_weight": self.p_x_weight,
+            "p_y_weight": self.p_y_weight,
+            "energy_l2": self.energy_l2,
+            "amp_dtype": str(self.amp_dtype) if self.amp_dtype is not None else None,
+            "grad_clip": self.grad_clip,
+            "temperature": self.temperature,
+            "n_classes": self.n_classes,
+            "device": str(self.device),
+            "world_size": self.world_size,
+            "sync_every": self.sync_every,
+            "buffer_size": self.buffer_size,
+            "seed": self.seed,
+            "guard": {k: getattr(self.guard, k) for k in ("gap_threshold", "loss_threshold", "max_rollbacks",
+                                                         "lr_factor", "snapshot_every", "enabled")},
+        }
+
+    # ------------------------------------------------------------------ validation
+    def _infer_n_classes(self, x: torch.Tensor) -> int:
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                out = self.module(x[:2].to(self.device))
+        finally:
+            self.module.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != min(2, x.shape[0]):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model must map a batch of shape (N, ...) to logits of shape (N, C); "
+                             f"for a batch of {min(2, x.shape[0])} it returned {shape}")
+        if out.shape[1] < 2:
+            raise ValueError(f"model returned {out.shape[1]} logit(s) per example; expected C >= 2 classes")
+        return int(out.shape[1])
+
+    def validate_batch(self, x: Any, y: Any, check_values: bool | None = None) -> None:
+        """Raise TypeError/ValueError for a malformed batch; changes no state but ``n_classes``.
+
+        Args:
+            x: (N, *sample_shape) floating tensor.
+            y: (N,) integer class labels in [0, n_classes).
+            check_values: look at the values (NaN/Inf, label range); None follows ``check_values``.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must have an integer dtype (class indices), got {y.dtype}")
+        if x.dim() < 2:
+            raise ValueError(f"x must have shape (N, *sample_shape) with at least 2 dims, got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (N = 0)")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        if self._sample_shape is not None and tuple(x.shape[1:]) != self._sample_shape:
+            raise ValueError(f"x has sample shape {tuple(x.shape[1:])}, but this trainer (and its replay buffer) "
+                             f"was set up for {self._sample_shape}")
+        if check_values is None:
+            check_values = self.check_values is True or (self.check_values == "auto" and x.device.type == "cpu")
+        if self.n_classes is None:
+            if check_values and not bool(torch.isfinite(x[:2]).all()):
+                raise ValueError("x contains NaN or Inf values")
+            self.n_classes = self._infer_n_classes(x)
+        if check_values:
+            if not bool(torch.isfinite(x).all()):
+                bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
+                raise ValueError(f"x contains NaN or Inf values (first in example {bad})")
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= self.n_classes:
+                raise ValueError(f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]")
+
+    # ------------------------------------------------------------------ sampler
+    def _build_default_sampler(self, x: torch.Tensor) -> None:
+        from jemfast.sampling import ReplayBuffer, SGLDSampler
+
+        # Building must not consume the global generators, so a resumed run and a straight
+        # run see the same random streams whether or not the sampler existed before.
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=self.n_classes,
+                                  init="uniform", device=x.device, seed=self.seed + self.rank)
+            self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer,
+                                              temperature=self.temperature, amp_dtype=self.amp_dtype)
+        logger.info("built default %r sampler with a buffer of %d x %s on %s",
+                    self.sampler_preset, self.buffer_size, tuple(x.shape[1:]), x.device)
+
+    def _prepare_sampler(self, x: torch.Tensor) -> None:
+        if self.sampler is None:
+            self._build_default_sampler(x)
+        if self._pending_sampler_state is not None:
+            self.sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
+        if self._reseed_after_load is not None:
+            self.sampler.reseed(self._reseed_after_load)
+            self._reseed_after_load = None
+
+    # ------------------------------------------------------------------ one iteration
+    def _current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepMetrics:
+        """One training iteration on the batch ``x: (N, *sample_shape)``, ``y: (N,)``.
+
+        Returns:
+            A mapping ``name -> float`` (see :class:`StepMetrics`); values are read from the
+            device only when accessed, so ignoring them costs no host sync.
+
+        Raises:
+            TypeError/ValueError: malformed batch, before any state changes.
+            DivergenceError: the divergence guard ran out of rollbacks.
+        """
+        self.validate_batch(x, y)
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True).long()
+        if self._sample_shape is None:
+            self._sample_shape = tuple(x.shape[1:])
+        if self.uses_sampling:
+            self._prepare_sampler(x)
+        if self.guard.enabled and self._snapshot is None:
+            self._take_snapshot()
+
+        t_start = self._clock.mark()
+        t_sampled = None
+        batch = x.shape[0]
+        if self.uses_sampling:
+            x_neg = self.sampler.sample(batch)
+            t_sampled = self._clock.mark()
+            inputs = torch.cat([x, x_neg.to(x.dtype)], 0)
+        else:
+            inputs = x
+
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            logits_all = self.model(inputs)
+        logits_all = logits_all.float()
+        logits = logits_all[:batch]
+        ce = F.cross_entropy(logits, y)
+        energies = _energy(logits_all, self.temperature)
+        e_data = energies[:batch].mean()
+        loss = self.p_y_weight * ce
+        nan = torch.full((), float("nan"), device=self.device)
+        if self.uses_sampling:
+            e_samples = energies[batch:].mean()
+            gap = e_data - e_samples
+            loss = loss + self.p_x_weight * gap
+            if self.energy_l2 > 0:
+                loss = loss + self.energy_l2 * (energies[:batch].pow(2).mean() + energies[batch:].pow(2).mean())
+        else:
+            e_samples, gap = nan, None
+            if self.energy_l2 > 0:
+                loss = loss + self.energy_l2 * energies.pow(2).mean()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self._scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+        lr = self._current_lr()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        t_end = self._clock.mark()
+
+        with torch.no_grad():
+            acc = (logits.argmax(1) == y).float().mean()
+            values = torch.stack([ce, acc, e_data, e_samples, gap if gap is not None else nan, loss]).detach()
+        self.guard.observe(loss, gap)
+        self.step_count += 1
+        metrics = StepMetrics(self.step_count, self.epoch, values, lr, self._clock, (t_start, t_sampled, t_end))
+        self._pending.append(metrics)
+        sums = torch.stack([ce.detach(), acc, torch.ones((), device=self.device)])
+        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+        if self.step_count % self.sync_every == 0:
+            self.sync()
+        return metrics
+
+    # ------------------------------------------------------------------ sync, guard
+    def sync(self) -> None:
+        """Write pending step records, check the divergence guard and update the display.
+
+        Called every ``sync_every`` steps and at the end of each epoch; the only host sync
+        of the training loop.
+        """
+        pending, self._pending = self._pending, []
+        if pending:
+            rows = torch.stack([m.device_values() for m in pending]).tolist()
+            for m, row in zip(pending, rows):
+                record = {"kind": "step", **m.materialise(row)}
+                record["step"], record["epoch"] = int(record["step"]), int(record["epoch"])
+                self.log.write(record)
+            last = dict(pending[-1].materialise())
+            self.log.progress(len(pending), last)
+        if not self.guard.enabled:
+            return
+        flag = self.guard.pending_flag()
+        self.guard.reset()
+        bad = torch.zeros((), dtype=torch.uint8, device=self.device) if flag is None else flag.to(torch.uint8)
+        if self.world_size > 1:
+            bad = dist_utils.all_reduce_max_(bad.clone())
+        if bool(bad):
+            self._rollback("non-finite or exploding loss / energy gap")
+        elif self.step_count - self._snapshot_step >= self.guard.snapshot_every:
+            self._take_snapshot()
+
+    def _training_state(self) -> dict[str, Any]:
+        state = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "step": self.step_count,
+            "lr_scale": self.lr_scale,
+        }
+        return state
+
+    def _load_training_state(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self._scaler is not None and state.get("scaler") is not None:
+            self._scaler.load_state_dict(state["scaler"])
+        if state.get("sampler") is not None:
+            if self.sampler is not None:
+                self.sampler.load_state_dict(state["sampler"])
+            else:
+                self._pending_sampler_state = state["sampler"]
+        self.step_count = int(state["step"])
+        self.lr_scale = float(state["lr_scale"])
+
+    def _take_snapshot(self) -> None:
+        self._snapshot = clone_state(self._training_state())
+        self._snapshot_step = self.step_count
+
+    def _scale_learning_rates(self, ratio: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
+
+    def _rollback(self, reason: str) -> None:
+        failed_step = self.step_count
+        if self.rollbacks >= self.guard.max_rollbacks:
+            raise DivergenceError(
+                f"training diverged at step {failed_step} ({reason}) after {self.rollbacks} rollback(s); "
+                f"the guard allows max_rollbacks={self.guard.max_rollbacks}. Lower the learning rate or the "
+                f"SGLD step size, or raise DivergenceGuard.max_rollbacks")
+        self.rollbacks += 1
+        new_scale = self.lr_scale * self.guard.lr_factor
+        self._load_training_state(clone_state(self._snapshot))
+        self._scale_learning_rates(new_scale / self.lr_scale)
+        self.lr_scale = new_scale
+        self._pending.clear()
+        if self.sampler is not None:
+            self.sampler.reseed(self.seed + self.rank + _RESEED_STRIDE * self.rollbacks)
+        record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
+                  "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "lr": self._current_lr(), "reason": reason}
+        self.log.write(record)
+        logger.warning("divergence at step %d (%s): rolled back to step %d, learning rate x%.3g (rollback %d of %d)",
+                       failed_step, reason, self.step_count, self.lr_scale, self.rollbacks, self.guard.max_rollbacks)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _rank_state(self) -> dict[str, Any]:
+        sampler_state = self.sampler.state_dict() if self.sampler is not None else self._pending_sampler_state
+        if sampler_state is not None:
+            sampler_state = _to_cpu(sampler_state)
+        return {"sampler": sampler_state, "rng": capture_rng_state()}
+
+    def state_dict(self, gather: bool = True) -> dict[str, Any]:
+        """Everything needed to resume: model, optimizer, scheduler, scaler, each rank's sampler
+        (replay buffer included) and RNG states, counters and the guard's tallies.
+
+        Under DDP, ``gather=True`` is a collective (every rank must call it); ``gather=False``
+        keeps only this rank's sampler/RNG entry (other ranks are reseeded on resume).
+        """
+        own = self._rank_state()
+        ranks = dist_utils.all_gather_objects(own) if gather else [own]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
+            "step": self.step_count,
+            "epoch": self.epoch,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
+            "best_val_nll": self.best_val_nll,
+            "n_classes": self.n_classes,
+            "sample_shape": list(self._sample_shape) if self._sample_shape is not None else None,
+            "fit": {"batch_in_epoch": self._fit_state["batch_in_epoch"],
+                    "epoch_rng": self._fit_state["epoch_rng"], "epoch_gen": self._fit_state["epoch_gen"]},
+            "world_size": len(ranks),
+            "ranks": ranks,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`. This rank takes entry ``rank`` of the saved per-rank
+        states; with more ranks than were saved, a rank takes entry ``rank % saved`` and its
+        sampler is reseeded so its chains differ."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
+                                  f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        self.sync() if self._pending else None
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self._scaler is not None and state["scaler"] is not None:
+            self._scaler.load_state_dict(state["scaler"])
+        self.step_count = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.rollbacks = int(state["rollbacks"])
+        self.lr_scale = float(state["lr_scale"])
+        self.best_val_nll = float(state["best_val_nll"])
+        if state["n_classes"] is not None:
+            self.n_classes = int(state["n_classes"])
+        if state["sample_shape"] is not None:
+            self._sample_shape = tuple(state["sample_shape"])
+        self._fit_state = dict(state["fit"])
+        ranks = state["ranks"]
+        own = ranks[self.rank % len(ranks)]
+        self._reseed_after_load = None if self.rank < len(ranks) else self.seed + self.rank
+        if own["sampler"] is not None:
+            if self.sampler is not None:
+                self.sampler.load_state_dict(own["sampler"])
+                if self._reseed_after_load is not None:
+                    self.sampler.reseed(self._reseed_after_load)
+                    self._reseed_after_load = None
+            else:
+                self._pending_sampler_state = own["sampler"]
+        restore_rng_state(own["rng"])
+        self._snapshot = None
+        self._snapshot_step = -1
+        self.guard.reset()
+        self._epoch_sums = None
+
+    def save_checkpoint(self, path: str | Path, gather: bool = True) -> Path | None:
+        """Write :meth:`state_dict` atomically to ``path`` from rank 0 (a collective under DDP
+        when ``gather``). Returns the path on rank 0, None elsewhere."""
+        state = self.state_dict(gather=gather)
+        written = save_checkpoint(path, state) if self.rank == 0 else None
+        if gather:
+            dist_utils.barrier()
+        return written
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a file written by :meth:`save_checkpoint` (safe loading, no code runs)."""
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        logger.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_count)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Accuracy (percent), NLL (nats) and ECE (percent) of the model on ``loader``.
+
+        Under DDP every rank evaluates the batches its loader yields and the logits of all
+        ranks are pooled.
+        """
+        from jemfast.calibration.metrics import evaluate_logits
+
+        was_training = self.module.training
+        self.module.eval()
+        logits_list, labels_list = [], []
+        try:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                                 enabled=self.amp_dtype is not None):
+                for batch in loader:
+                    x, y = batch[0], batch[1]
+                    logits_list.append(self.module(x.to(self.device, non_blocking=True)).float().cpu())
+                    labels_list.append(y.cpu().long())
+        finally:
+            self.module.train(was_training)
+        if not logits_list:
+            raise ValueError("validation loader yielded no batches")
+        logits, labels = torch.cat(logits_list), torch.cat(labels_list)
+        if self.world_size > 1:
+            pooled = dist_utils.all_gather_objects((logits, labels))
+            logits = torch.cat([p[0] for p in pooled])
+            labels = torch.cat([p[1] for p in pooled])
+        return evaluate_logits(labels, logits)
+
+    # ------------------------------------------------------------------ fit
+    def _checkpoint_dir(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "checkpoints"
+
+    def _epoch_iterator(self, loader: Iterable):
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        generator = getattr(loader, "generator", None)
+        if self._fit_state["batch_in_epoch"] > 0 and self._fit_state["epoch_rng"] is not None:
+            # Resuming mid-epoch: recreate the epoch's shuffle from the generator states saved
+            # when the epoch began, then skip what was already trained on.
+            current = torch.get_rng_state()
+            torch.set_rng_state(self._fit_state["epoch_rng"])
+            if isinstance(generator, torch.Generator) and self._fit_state["epoch_gen"] is not None:
+                generator.set_state(self._fit_state["epoch_gen"])
+            iterator = iter(loader)
+            torch.set_rng_state(current)
+            for _ in range(self._fit_state["batch_in_epoch"]):
+                next(iterator)
+            return iterator
+        self._fit_state["batch_in_epoch"] = 0
+        self._fit_state["epoch_rng"] = torch.get_rng_state()
+        self._fit_state["epoch_gen"] = generator.get_state() if isinstance(generator, torch.Generator) else None
+        return iter(loader)
+
+    def fit(
+        self,
+        train_loader: Iterable,
+        epochs: int,
+        val_loader: Iterable | None = None,
+        *,
+        resume: bool | str | Path = False,
+        checkpoint_every: int | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are complete (counting epochs done before a resume).
+
+        Args:
+            train_loader: iterable of ``(x, y, ...)`` batches, CPU tensors preferred (they are
+                checked before the transfer).
+            epochs: total number of epochs.
+            val_loader: evaluated at each epoch end (val_acc, val_nll, val_ece).
+            resume: True continues from ``run_dir/checkpoints/last.pt`` if it exists; a path
+                continues from that file.
+            checkpoint_every: also write last.pt every this many steps.
+            callback: called with each epoch record.
+            config: extra plain values stored in config.json.
+
+        Returns:
+            The epoch records of this call, in order.
+
+        On KeyboardInterrupt a resumable last.pt is written before the exception propagates.
+        """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+        ckpt_dir = self._checkpoint_dir()
+        if resume:
+            path = Path(resume) if not isinstance(resume, bool) else (ckpt_dir / "last.pt" if ckpt_dir else None)
+            if path is None:
+                raise ValueError("resume=True needs a run_dir (or pass the checkpoint path)")
+            if path.is_file():
+                self.load_checkpoint(path)
+            elif not isinstance(resume, bool):
+                raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        self.log.write_config({**self.config(), **(config or {})})
+        history: list[dict[str, Any]] = []
+        try:
+            while self.epoch < epochs:
+                history.append(self._run_epoch(train_loader, val_loader, checkpoint_every, callback))
+        except KeyboardInterrupt:
+            self.log.close_bar()
+            if ckpt_dir is not None:
+                # Other ranks may be gone already; never block on a collective here.
+                self.save_checkpoint(ckpt_dir / "last.pt", gather=False)
+                logger.warning("interrupted at step %d; resumable checkpoint written to %s",
+                               self.step_count, ckpt_dir / "last.pt")
+            raise
+        finally:
+            self.log.close_bar()
+        return history
+
+    def _run_epoch(self, train_loader, val_loader, checkpoint_every, callback) -> dict[str, Any]:
+        started = time.perf_counter()
+        total = len(train_loader) if hasattr(train_loader, "__len__") else None
+        self.log.start_epoch(self.epoch, total)
+        self._epoch_sums = None
+        for batch in self._epoch_iterator(train_loader):
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise TypeError(f"train_loader must yield (x, y, ...) batches, got {type(batch).__name__}")
+            x, y = batch[0], batch[1]
+            self.validate_batch(x, y, check_values=self.check_values is not False)
+            self.step(x, y)
+            self._fit_state["batch_in_epoch"] += 1
+            if checkpoint_every and self.step_count % checkpoint_every == 0 and self.run_dir is not None:
+                self.save_checkpoint(self._checkpoint_dir() / "last.pt")
+        self.sync()
+        if self._epoch_sums is None:
+            raise ValueError("train_loader yielded no batches")
+        sums = self._epoch_sums.clone()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(sums)
+        ce_sum, acc_sum, count = sums.tolist()
+        self.epoch += 1
+        self._fit_state = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        val = self.evaluate(val_loader) if val_loader is not None else {}
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step_count,
+                  "val_acc": val.get("acc"), "val_nll": val.get("nll"), "val_ece": val.get("ece"),
+                  "train_ce": ce_sum / count, "train_acc": 100.0 * acc_sum / count,
+                  "lr": self._current_lr(), "rollbacks": self.rollbacks, "time_s": time.perf_counter() - started}
+        self.log.write(record)
+        logger.info("epoch %d: %s", self.epoch, {k: v for k, v in record.items() if isinstance(v, float)})
+        ckpt_dir = self._checkpoint_dir()
+        if ckpt_dir is not None:
+            self.save_checkpoint(ckpt_dir / "last.pt")
+            nll = val.get("nll")
+            if nll is not None and nll < self.best_val_nll:
+                self.best_val_nll = nll
+                self.save_checkpoint(ckpt_dir / "best.pt")
+        elif val.get("nll") is not None:
+            self.best_val_nll = min(self.best_val_nll, val["nll"])
+        if callback is not None:
+            callback(record)
+        return record
+
+    def close(self) -> None:
+        """Flush pending records and close the metrics file."""
+        self.sync()
+        self.log.close()
+
+
+def _to_cpu(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree

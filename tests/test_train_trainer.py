@@ -1,0 +1,132 @@
+"""JEMTrainer: learning with JEM on and off, metrics, logs, input validation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from jemfast.train import JEMTrainer, paper_optimizer
+
+N_CLASSES = 3
+DIM = 2
+
+
+def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three well-separated Gaussian blobs in [-1, 1]^2 (the range of a uniform buffer)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, N_CLASSES, (n,), generator=g)
+    angle = y.float() * (2 * math.pi / N_CLASSES)
+    centres = 0.6 * torch.stack([angle.cos(), angle.sin()], 1)
+    return centres + 0.12 * torch.randn(n, DIM, generator=g), y
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(DIM, 32), nn.SiLU(), nn.Linear(32, 32), nn.SiLU(), nn.Linear(32, N_CLASSES))
+
+
+def loader(x, y, batch_size=32, shuffle=True, seed=0):
+    ds = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def read_records(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_softmax_baseline_learns_and_logs(tmp_path):
+    x, y = blobs(384, seed=1)
+    xv, yv = blobs(192, seed=2)
+    model = mlp()
+    opt, sched = paper_optimizer(model, steps_per_epoch=12, lr=0.1, warmup_steps=10, milestones=(3,))
+    trainer = JEMTrainer(model, opt, p_x_weight=0.0, scheduler=sched, run_dir=tmp_path / "run", progress=False)
+    history = trainer.fit(loader(x, y), epochs=4, val_loader=loader(xv, yv, shuffle=False))
+    assert len(history) == 4
+    assert trainer.sampler is None, "no sampler may be built for the softmax baseline"
+    assert history[-1]["val_acc"] > 90.0, history[-1]
+    epochs = read_records(tmp_path / "run", "epoch")
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+    for key in ("epoch", "step", "val_acc", "val_nll", "val_ece", "train_ce", "lr"):
+        assert isinstance(epochs[-1][key], (int, float)), key
+    steps = read_records(tmp_path / "run", "step")
+    assert [r["step"] for r in steps] == list(range(1, 49))
+    for key in ("ce", "acc", "e_data", "e_samples", "e_gap", "lr", "sample_time_s", "step_time_s"):
+        assert key in steps[0], key
+    assert steps[0]["e_samples"] is None  # no sampling in the baseline
+    # lr after the first optimizer step of warm-up, then the decay at epoch 3 (step 36)
+    assert steps[0]["lr"] == pytest.approx(0.1 / 10)
+    assert steps[36]["lr"] == pytest.approx(0.1 * 0.2)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["p_x_weight"] == 0.0
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_step_returns_lazy_float_metrics():
+    x, y = blobs(16, seed=3)
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), p_x_weight=0.0, sync_every=4)
+    metrics = trainer.step(x, y)
+    assert trainer.step_count == 1
+    assert isinstance(metrics["ce"], float) and metrics["ce"] > 0
+    assert 0.0 <= metrics["acc"] <= 100.0
+    assert metrics["step"] == 1.0 and metrics["lr"] == 0.05
+    assert metrics["step_time_s"] >= 0 and metrics["sample_time_s"] == 0.0
+    assert math.isnan(metrics["e_samples"])
+    expected_e = -torch.logsumexp(model(x), 1).mean().item()  # after the update, so only close
+    assert abs(metrics["e_data"] - expected_e) < 0.5
+
+
+@pytest.mark.parametrize(
+    "make_batch, error, match",
+    [
+        (lambda x, y: (x, y + 5), ValueError, r"labels must lie in \[0, 3\)"),
+        (lambda x, y: (x, y - 1 - y), ValueError, r"labels must lie in \[0, 3\)"),
+        (lambda x, y: (x.index_fill(0, torch.tensor([3]), float("nan")), y), ValueError, "NaN or Inf"),
+        (lambda x, y: (x, y[:-1]), ValueError, r"y must have shape \(N,\)"),
+        (lambda x, y: (x[:, :1], y), ValueError, "sample shape"),
+        (lambda x, y: (x[0], y), ValueError, "at least 2 dims"),
+        (lambda x, y: (x, y.float()), TypeError, "integer dtype"),
+        (lambda x, y: (x.long(), y), TypeError, "floating dtype"),
+        (lambda x, y: (x.numpy(), y), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_before_any_state_changes(make_batch, error, match):
+    x, y = blobs(16, seed=4)
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), p_x_weight=0.0)
+    trainer.step(x, y)  # fixes the sample shape and n_classes
+    params = [p.detach().clone() for p in model.parameters()]
+    opt_state = {k: v["momentum_buffer"].clone() for k, v in trainer.optimizer.state.items()}
+    bad_x, bad_y = make_batch(x, y)
+    with pytest.raises(error, match=match):
+        trainer.step(bad_x, bad_y)
+    assert trainer.step_count == 1
+    for p, q in zip(model.parameters(), params):
+        assert torch.equal(p, q)
+    for k, v in trainer.optimizer.state.items():
+        assert torch.equal(v["momentum_buffer"], opt_state[k])
+
+
+def test_model_with_wrong_output_shape_is_reported():
+    model = nn.Linear(DIM, 1)
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0)
+    with pytest.raises(ValueError, match="C >= 2"):
+        trainer.step(*blobs(8, seed=5))
+
+
+def test_constructor_rejects_bad_settings():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="p_x_weight"):
+        JEMTrainer(model, opt, p_x_weight=-1.0)
+    with pytest.raises(ValueError, match="amp_dtype"):
+        JEMTrainer(model, opt, amp_dtype=torch.int8)
+    with pytest.raises(TypeError, match="optimizer"):
+        JEMTrainer(model, "sgd")
