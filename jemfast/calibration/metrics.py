@@ -17,7 +17,9 @@ as the paper reports them.
 
 Binning rule
 ------------
-Equal-width bins have edges ``numpy.linspace(0, 1, n_bins + 1)``. By default
+Equal-width bins have edges ``k / n_bins`` for k = 0..n_bins, each the
+float64 nearest to the exact fraction (so 0.6 is an edge of 5 bins, where
+``numpy.linspace`` would give 0.6000000000000001). By default
 bins are closed on the left, ``[lo, hi)``, so a confidence lying exactly on an
 edge goes to the bin above it, and a confidence of exactly 1.0 goes into the
 top bin, which is therefore ``[lo, 1]``. With ``right_closed=True`` bins are
@@ -154,15 +156,20 @@ def _check_n_bins(n_bins: int) -> None:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
 
 
+def bin_edges(n_bins: int) -> np.ndarray:
+    """The (n_bins + 1,) equal-width edges k / n_bins, k = 0..n_bins, in float64."""
+    _check_n_bins(n_bins)
+    return np.arange(n_bins + 1, dtype=np.float64) / n_bins
+
+
 def bin_indices(confidences: np.ndarray, n_bins: int, right_closed: bool = False) -> np.ndarray:
     """Equal-width bin index in [0, n_bins) of each confidence in [0, 1].
 
     Left-closed bins ``[lo, hi)`` with 1.0 in the top bin by default;
     ``right_closed=True`` gives ``(lo, hi]`` with 0.0 in the bottom bin. Edges
-    are ``numpy.linspace(0, 1, n_bins + 1)``.
+    are :func:`bin_edges`.
     """
-    _check_n_bins(n_bins)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = bin_edges(n_bins)
     side = "left" if right_closed else "right"
     idx = np.searchsorted(edges, confidences, side=side) - 1
     return np.clip(idx, 0, n_bins - 1)
@@ -189,7 +196,7 @@ def _bin_stats(correct: np.ndarray, confidences: np.ndarray, n_bins: int, right_
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(count > 0, sum_correct / count, np.nan)
         conf = np.where(count > 0, sum_conf / count, np.nan)
-    return BinStats(np.linspace(0.0, 1.0, n_bins + 1), count.astype(np.int64), acc, conf)
+    return BinStats(bin_edges(n_bins), count.astype(np.int64), acc, conf)
 
 
 def reliability_bins(labels, *, logits=None, probs=None, n_bins: int = 15, right_closed: bool = False) -> BinStats:

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .metrics import _resolve, _bin_stats, _check_n_bins
+from .metrics import _bin_stats, _check_n_bins, _resolve, bin_edges
 from .predictions import Predictions
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def confidence_histogram(
     _check_n_bins(n_bins)
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == y
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = bin_edges(n_bins)
     weights = np.full(conf.shape, 1.0 / conf.size)
     fig, ax = _new_figure(5.0, 3.8)
     ax.hist(
