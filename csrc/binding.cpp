@@ -79,9 +79,9 @@ at::Tensor energy_forward(const at::Tensor& logits, double temperature) {
   TORCH_CHECK(temperature > 0.0, "temperature must be > 0, got ", temperature);
   const jemfast::ScalarKind kind = scalar_kind_of(logits, "logits");
   const c10::cuda::CUDAGuard guard(logits.device());
-  at::Tensor energy = at::empty({logits.size(0)}, logits.options());
+  at::Tensor energy = at::empty({logits.size(0)}, logits.options().dtype(at::kFloat));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
-  check_launch(jemfast::launch_energy_forward(logits.data_ptr(), energy.data_ptr(), logits.size(0), logits.size(1),
+  check_launch(jemfast::launch_energy_forward(logits.data_ptr(), energy.data_ptr<float>(), logits.size(0), logits.size(1),
                                               static_cast<float>(temperature), kind, stream),
                "energy_forward kernel launch");
   return energy;
@@ -98,13 +98,14 @@ at::Tensor energy_backward(const at::Tensor& grad_energy, const at::Tensor& logi
   check_same_device(energy, logits, "energy");
   const jemfast::ScalarKind kind = scalar_kind_of(logits, "logits");
   const c10::cuda::CUDAGuard guard(logits.device());
-  // Autograd may hand in an expanded (stride-0) or differently typed grad; both are
-  // only `rows` elements, so normalising them here is cheap.
-  const at::Tensor grad_energy_c = grad_energy.to(logits.scalar_type()).contiguous();
-  const at::Tensor energy_c = energy.to(logits.scalar_type()).contiguous();
+  // The kernel reads float32 E and grad_E; autograd may hand in an expanded
+  // (stride-0) or lower-precision grad. Both have only `rows` elements, so
+  // normalising them here is cheap.
+  const at::Tensor grad_energy_c = grad_energy.to(at::kFloat).contiguous();
+  const at::Tensor energy_c = energy.to(at::kFloat).contiguous();
   at::Tensor grad_logits = at::empty_like(logits);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(logits.device().index()).stream();
-  check_launch(jemfast::launch_energy_backward(grad_energy_c.data_ptr(), logits.data_ptr(), energy_c.data_ptr(),
+  check_launch(jemfast::launch_energy_backward(grad_energy_c.data_ptr<float>(), logits.data_ptr(), energy_c.data_ptr<float>(),
                                                grad_logits.data_ptr(), logits.size(0), logits.size(1),
                                                static_cast<float>(temperature), kind, stream),
                "energy_backward kernel launch");
@@ -119,8 +120,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("x"), pybind11::arg("grad"), pybind11::arg("rng_state"), pybind11::arg("step_size"),
         pybind11::arg("noise_std"), pybind11::arg("grad_clamp") = pybind11::none(),
         pybind11::arg("clamp") = pybind11::none());
-  m.def("energy_forward", &energy_forward, "E = -T * logsumexp(logits / T) per row", pybind11::arg("logits"),
+  m.def("energy_forward", &energy_forward, "E = -T * logsumexp(logits / T) per row, float32 (R,)", pybind11::arg("logits"),
         pybind11::arg("temperature"));
-  m.def("energy_backward", &energy_backward, "dE/dlogits times grad_energy", pybind11::arg("grad_energy"),
+  m.def("energy_backward", &energy_backward, "dE/dlogits times grad_energy, (R, C) in logits' dtype", pybind11::arg("grad_energy"),
         pybind11::arg("logits"), pybind11::arg("energy"), pybind11::arg("temperature"));
 }

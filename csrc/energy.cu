@@ -74,14 +74,14 @@ struct RowMapping {
 
 // energy[r] = -T * logsumexp(logits[r, :] / T), float32 arithmetic, one pass.
 //
-// Bytes moved: R * C * sizeof(T) read + R * sizeof(T) written; each element is
+// Bytes moved: R * C * sizeof(T) read + 4 R written (E is float32); each element is
 // read once (a running max replaces the two-pass max-then-sum of the eager
 // torch.logsumexp, which also writes the shifted intermediate). Design: the
 // online softmax normaliser (Milakov & Gimelshein, "Online normalizer
 // calculation for softmax", 2018) with warp-shuffle merges of (max, sum) pairs.
 template <typename T, bool WARP_PER_ROW>
 __global__ void __launch_bounds__(kEnergyThreads)
-    energy_forward_kernel(const T* __restrict__ logits, T* __restrict__ energy, int64_t rows, int64_t cols,
+    energy_forward_kernel(const T* __restrict__ logits, float* __restrict__ energy, int64_t rows, int64_t cols,
                           float temperature) {
   const RowMapping<WARP_PER_ROW> map;
   // Rows past the end still join the shuffles below (full-warp masks); they just load nothing.
@@ -104,25 +104,25 @@ __global__ void __launch_bounds__(kEnergyThreads)
   }
   if (active && threadIdx.x % kWarpSize == 0) {
     const float lse = state.max + logf(state.sum);
-    energy[map.row] = from_float<T>(-temperature * lse);
+    energy[map.row] = -temperature * lse;
   }
 }
 
 // grad_logits[r, c] = -grad_energy[r] * exp(logits[r, c] / T - lse[r]), lse[r] = -energy[r] / T.
 //
 // One pass, recomputing softmax from the saved energy instead of saving it:
-// bytes moved R * C * sizeof(T) read + R * C * sizeof(T) written + 2 R * sizeof(T).
+// bytes moved R * C * sizeof(T) read + R * C * sizeof(T) written + 8 R (float32 E and grad_E).
 // Rows with an infinite lse give NaN where logits / T is also infinite, as
 // torch.logsumexp's backward does.
 template <typename T, bool WARP_PER_ROW>
 __global__ void __launch_bounds__(kEnergyThreads)
-    energy_backward_kernel(const T* __restrict__ grad_energy, const T* __restrict__ logits,
-                           const T* __restrict__ energy, T* __restrict__ grad_logits, int64_t rows, int64_t cols,
+    energy_backward_kernel(const float* __restrict__ grad_energy, const T* __restrict__ logits,
+                           const float* __restrict__ energy, T* __restrict__ grad_logits, int64_t rows, int64_t cols,
                            float temperature) {
   const RowMapping<WARP_PER_ROW> map;
   if (map.row >= rows) return;
-  const float lse = to_float(energy[map.row]) / -temperature;
-  const float grad = to_float(grad_energy[map.row]);
+  const float lse = energy[map.row] / -temperature;
+  const float grad = grad_energy[map.row];
   const T* row_in = logits + map.row * cols;
   T* row_out = grad_logits + map.row * cols;
   for (int64_t c = map.first_col; c < cols; c += map.col_stride) {
@@ -137,7 +137,7 @@ int64_t blocks_for_rows(int64_t rows, bool warp_per_row) {
 
 }  // namespace
 
-cudaError_t launch_energy_forward(const void* logits, void* energy, int64_t rows, int64_t cols, float temperature,
+cudaError_t launch_energy_forward(const void* logits, float* energy, int64_t rows, int64_t cols, float temperature,
                                   ScalarKind kind, cudaStream_t stream) {
   if (rows < 0 || cols < 0 || !(temperature > 0.0f)) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
@@ -147,20 +147,19 @@ cudaError_t launch_energy_forward(const void* logits, void* energy, int64_t rows
   return dispatch_scalar_kind(kind, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(logits);
-    T* out = static_cast<T*>(energy);
     if (warp_per_row) {
-      energy_forward_kernel<T, true><<<static_cast<unsigned>(blocks), kEnergyThreads, 0, stream>>>(in, out, rows, cols,
+      energy_forward_kernel<T, true><<<static_cast<unsigned>(blocks), kEnergyThreads, 0, stream>>>(in, energy, rows, cols,
                                                                                                  temperature);
     } else {
       energy_forward_kernel<T, false><<<static_cast<unsigned>(blocks), kEnergyThreads, 0, stream>>>(
-          in, out, rows, cols, temperature);
+          in, energy, rows, cols, temperature);
     }
     return cudaGetLastError();
   });
 }
 
-cudaError_t launch_energy_backward(const void* grad_energy, const void* logits, const void* energy, void* grad_logits,
-                                   int64_t rows, int64_t cols, float temperature, ScalarKind kind,
+cudaError_t launch_energy_backward(const float* grad_energy, const void* logits, const float* energy,
+                                   void* grad_logits, int64_t rows, int64_t cols, float temperature, ScalarKind kind,
                                    cudaStream_t stream) {
   if (rows < 0 || cols < 0 || !(temperature > 0.0f)) return cudaErrorInvalidValue;
   if (rows == 0 || cols == 0) return cudaSuccess;
@@ -169,16 +168,14 @@ cudaError_t launch_energy_backward(const void* grad_energy, const void* logits, 
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   return dispatch_scalar_kind(kind, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
-    const T* ge = static_cast<const T*>(grad_energy);
     const T* in = static_cast<const T*>(logits);
-    const T* e = static_cast<const T*>(energy);
     T* out = static_cast<T*>(grad_logits);
     if (warp_per_row) {
       energy_backward_kernel<T, true><<<static_cast<unsigned>(blocks), kEnergyThreads, 0, stream>>>(
-          ge, in, e, out, rows, cols, temperature);
+          grad_energy, in, energy, out, rows, cols, temperature);
     } else {
       energy_backward_kernel<T, false><<<static_cast<unsigned>(blocks), kEnergyThreads, 0, stream>>>(
-          ge, in, e, out, rows, cols, temperature);
+          grad_energy, in, energy, out, rows, cols, temperature);
     }
     return cudaGetLastError();
   });

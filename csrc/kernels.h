@@ -32,15 +32,16 @@ struct SgldParams {
 cudaError_t launch_sgld_update(void* x, const void* grad, int64_t* rng_state, int64_t numel, ScalarKind kind,
                                const SgldParams& params, cudaStream_t stream);
 
-// energy[r] = -T * logsumexp(logits[r, :] / T) for row-major (rows, cols) logits;
-// `energy` has `rows` elements of the same kind as `logits`.
-cudaError_t launch_energy_forward(const void* logits, void* energy, int64_t rows, int64_t cols, float temperature,
+// energy[r] = -T * logsumexp(logits[r, :] / T) for row-major (rows, cols) logits of `kind`;
+// `energy` is float32 (rows,): the backward recomputes the softmax from it, so
+// it is kept at full precision whatever the logits' dtype.
+cudaError_t launch_energy_forward(const void* logits, float* energy, int64_t rows, int64_t cols, float temperature,
                                   ScalarKind kind, cudaStream_t stream);
 
 // grad_logits[r, c] = -grad_energy[r] * exp(logits[r, c] / T + energy[r] / T);
-// grad_energy, energy: `rows` elements; logits, grad_logits: (rows, cols); all of `kind`.
-cudaError_t launch_energy_backward(const void* grad_energy, const void* logits, const void* energy, void* grad_logits,
-                                   int64_t rows, int64_t cols, float temperature, ScalarKind kind,
+// grad_energy, energy: float32 (rows,); logits, grad_logits: (rows, cols) of `kind`.
+cudaError_t launch_energy_backward(const float* grad_energy, const void* logits, const float* energy,
+                                   void* grad_logits, int64_t rows, int64_t cols, float temperature, ScalarKind kind,
                                    cudaStream_t stream);
 
 }  // namespace jemfast
