@@ -298,6 +298,37 @@ def test_fit_init_errors_change_nothing(batches, kwargs, error, pattern):
     assert torch.equal(buf.storage, before)
 
 
+def test_init_from_tensor_fills_partitions_with_their_class():
+    buf = ReplayBuffer((2,), size=300, n_classes=3, reinit_freq=0.0, device=CPU, seed=6)
+    x = torch.arange(6, dtype=torch.float32).view(6, 1).expand(6, 2).contiguous()
+    y = torch.tensor([2, 0, 1, 0, 2, 1])
+    buf.init_from_tensor(x, y)
+    for c in range(3):
+        rows = buf.storage[c * 100 : (c + 1) * 100, 0]
+        members = x[y == c, 0]
+        assert torch.isin(rows, members).all(), f"partition {c} holds only class-{c} samples"
+        assert torch.isin(members, rows).all(), f"partition {c} uses every class-{c} sample"
+    x0, idx = buf.sample(10)
+    assert_close(x0, buf.storage[idx], name="sampled rows")
+
+
+def test_init_from_tensor_without_partitions_and_errors():
+    buf = ReplayBuffer((2,), size=50, device=CPU, seed=7)
+    x = torch.randn(5, 2)
+    buf.init_from_tensor(x)
+    matches = (buf.storage.unsqueeze(1) == x.unsqueeze(0)).all(dim=2)
+    assert torch.all(matches.sum(dim=1) == 1) and torch.all(matches.any(dim=0))
+    partitioned = ReplayBuffer((2,), size=6, n_classes=3, device=CPU, seed=7)
+    before = partitioned.storage.clone()
+    with pytest.raises(ValueError, match="needs labels"):
+        partitioned.init_from_tensor(x)
+    with pytest.raises(ValueError, match=r"no samples of classes \[2\]"):
+        partitioned.init_from_tensor(x, torch.tensor([0, 1, 0, 1, 1]))
+    with pytest.raises(ValueError, match="x has shape"):
+        partitioned.init_from_tensor(torch.zeros(5, 3), torch.zeros(5, dtype=torch.int64))
+    assert torch.equal(partitioned.storage, before)
+
+
 # ------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     "batch_size,y,error,pattern",

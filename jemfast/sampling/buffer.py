@@ -231,7 +231,7 @@ class ReplayBuffer:
         index error, since a host-side check would need a sync.
         """
         _check_int("batch_size", batch_size, 1)
-        if self.init == "class_gaussian" and not self.filled:
+        if self.init == "class_gaussian" and self.init_mean is None:
             raise RuntimeError("init='class_gaussian' needs the class Gaussians: call fit_init(batches) first")
         if y is None:
             idx = self._uniform_index(batch_size, self.size)
@@ -323,11 +323,11 @@ class ReplayBuffer:
                 labelled = y is not None
             elif labelled != (y is not None):
                 raise ValueError(f"batch {i} mixes labelled and unlabelled batches; use one kind throughout")
-            x = self._check_fit_x(i, x)
+            x = self._check_fit_x(f"batch {i}", x)
             if y is None:
                 y = torch.zeros(x.shape[0], dtype=torch.int64, device=self.device)
             else:
-                y = self._check_fit_y(i, y, x.shape[0], known)
+                y = self._check_fit_y(f"batch {i}", y, x.shape[0], known)
             n_needed = known if (labelled and known is not None) else int(y.max()) + 1 if y.numel() else 1
             if sums is None:
                 sums = torch.zeros(n_needed, sample_dims, dtype=torch.float64, device=self.device)
@@ -361,28 +361,64 @@ class ReplayBuffer:
         if self.init == "class_gaussian":
             self.reset()
 
-    def _check_fit_x(self, i: int, x: Any) -> torch.Tensor:
+    def init_from_tensor(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Fill every row with a data sample (chains then start at real inputs).
+
+        Args:
+            x: (N, *sample_shape) floating data.
+            y: (N,) integer labels; required for a partitioned buffer, whose
+                partition c is filled with class-c samples only.
+
+        Rows pick samples uniformly at random with replacement (drawn from the
+        buffer's stream). A setup-time routine: it may sync with the host.
+        Raises ValueError when a partition's class has no samples; nothing
+        changes on error.
+        """
+        x = self._check_fit_x("init_from_tensor", x)
+        if self.n_classes is None:
+            if y is not None:
+                self._check_fit_y("init_from_tensor", y, x.shape[0], None)
+            picks = self._uniform_index(self.size, x.shape[0])
+        else:
+            if y is None:
+                raise ValueError(f"a buffer with n_classes={self.n_classes} needs labels y to fill its partitions")
+            y = self._check_fit_y("init_from_tensor", y, x.shape[0], self.n_classes)
+            counts = torch.bincount(y, minlength=self.n_classes)
+            missing = (counts == 0).nonzero().flatten().tolist()
+            if missing:
+                raise ValueError(f"init_from_tensor got no samples of classes {missing}; every partition needs data")
+            # Members of each class, contiguous after a stable sort by label.
+            members = torch.argsort(y, stable=True)
+            starts = torch.cumsum(counts, 0) - counts
+            row_class = self._row_classes(torch.arange(self.size, device=self.device))
+            within = random_uniform(self.rng_state, (self.size,)) * counts[row_class]
+            within = within.to(torch.int64).minimum(counts[row_class] - 1)
+            picks = members[starts[row_class] + within]
+        self.storage.copy_(x.index_select(0, picks).to(self.dtype))
+        self.filled = True
+
+    def _check_fit_x(self, where: str, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"batch {i}: x must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{where}: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 1 + len(self.sample_shape) or tuple(x.shape[1:]) != self.sample_shape or x.shape[0] == 0:
-            raise ValueError(f"batch {i}: x has shape {tuple(x.shape)}, expected (B >= 1, *{self.sample_shape})")
+            raise ValueError(f"{where}: x has shape {tuple(x.shape)}, expected (B >= 1, *{self.sample_shape})")
         if not x.is_floating_point():
-            raise TypeError(f"batch {i}: x must be floating, got dtype {x.dtype}")
+            raise TypeError(f"{where}: x must be floating, got dtype {x.dtype}")
         return x.to(self.device)
 
-    def _check_fit_y(self, i: int, y: Any, batch: int, known: int | None) -> torch.Tensor:
+    def _check_fit_y(self, where: str, y: Any, batch: int, known: int | None) -> torch.Tensor:
         if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"batch {i}: y must be an integer torch.Tensor, got {getattr(y, 'dtype', type(y).__name__)}")
+            raise TypeError(f"{where}: y must be an integer torch.Tensor, got {getattr(y, 'dtype', type(y).__name__)}")
         if tuple(y.shape) != (batch,):
-            raise ValueError(f"batch {i}: y has shape {tuple(y.shape)}, expected ({batch},)")
+            raise ValueError(f"{where}: y has shape {tuple(y.shape)}, expected ({batch},)")
         y = y.to(device=self.device, dtype=torch.int64)
         low, high = int(y.min()), int(y.max())
         if low < 0 or (known is not None and high >= known):
             bad = low if low < 0 else high
             limit = f"[0, {known})" if known is not None else ">= 0"
-            raise ValueError(f"batch {i}: label {bad} is out of range, expected {limit}")
+            raise ValueError(f"{where}: label {bad} is out of range, expected {limit}")
         if self.n_classes is None and known is None and high >= 1 << 16:
-            raise ValueError(f"batch {i}: label {high} is implausibly large; pass n_classes to fit_init")
+            raise ValueError(f"{where}: label {high} is implausibly large; pass n_classes to fit_init")
         return y
 
     def _set_init_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -454,8 +490,6 @@ class ReplayBuffer:
             self._check_state_tensor("init_mean", mean, stats_shape, floating=True)
             self._check_state_tensor("init_std", std, stats_shape, floating=True)
         filled = bool(state["filled"])
-        if self.init == "class_gaussian" and filled and mean is None:
-            raise ValueError("buffer state is a filled class_gaussian buffer without init statistics")
 
         self.storage.copy_(storage)
         self.rng_state.copy_(rng_state)
