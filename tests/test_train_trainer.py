@@ -130,3 +130,35 @@ def test_constructor_rejects_bad_settings():
         JEMTrainer(model, opt, amp_dtype=torch.int8)
     with pytest.raises(TypeError, match="optimizer"):
         JEMTrainer(model, "sgd")
+
+
+def test_jem_learns_with_default_sampler(tmp_path):
+    x, y = blobs(384, seed=6)
+    xv, yv = blobs(192, seed=7)
+    model = mlp()
+    opt, sched = paper_optimizer(model, steps_per_epoch=12, lr=0.05, warmup_steps=10, milestones=())
+    trainer = JEMTrainer(model, opt, scheduler=sched, run_dir=tmp_path / "run", buffer_size=256,
+                         sampler_options={"n_steps": 5}, energy_l2=0.1, progress=False)
+    history = trainer.fit(loader(x, y), epochs=4, val_loader=loader(xv, yv, shuffle=False))
+    assert trainer.sampler is not None and trainer.sampler.buffer.sample_shape == (DIM,)
+    assert trainer.sampler.n_steps == 5
+    assert history[-1]["val_acc"] > 90.0, history[-1]
+    steps = read_records(tmp_path / "run", "step")
+    assert all(r["e_samples"] is not None for r in steps)
+    last = steps[-1]
+    assert last["e_gap"] == pytest.approx(last["e_data"] - last["e_samples"], abs=1e-5)
+    assert last["sample_time_s"] > 0 and last["step_time_s"] >= last["sample_time_s"]
+    assert not read_records(tmp_path / "run", "rollback")
+
+
+def test_p_x_weight_zero_never_samples():
+    class Exploding:
+        model = None
+
+        def sample(self, *args, **kwargs):
+            raise AssertionError("sampler must not run with p_x_weight=0")
+
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=Exploding(), p_x_weight=0.0)
+    trainer.step(*blobs(8, seed=8))
+    assert trainer.step_count == 1

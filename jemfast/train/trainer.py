@@ -89,8 +89,9 @@ class JEMTrainer:
         device: where training runs; None uses the model's parameters' device.
         sync_every: steps between host syncs (logging, guard check); None: 1 on CPU, 25 on GPU.
         guard: a :class:`DivergenceGuard`, True for the defaults, or False/None for none.
-        buffer_size, sampler_preset, seed: settings of the default sampler (seed + rank seeds its
-            buffer; rollbacks reseed from it).
+        buffer_size, sampler_preset, sampler_options, seed: the default sampler is
+            ``SGLDSampler.preset(sampler_preset, module, buffer, **sampler_options)``; seed + rank
+            seeds its buffer and noise, and rollbacks reseed from it.
         check_values: check inputs for NaN/Inf and labels for range before a step: "auto" checks
             CPU tensors only (``fit`` checks every batch before moving it to the device), True
             always (a host sync per step on a GPU), False never.
@@ -118,6 +119,7 @@ class JEMTrainer:
         guard: DivergenceGuard | bool | None = True,
         buffer_size: int = 10000,
         sampler_preset: str = "jem",
+        sampler_options: dict[str, Any] | None = None,
         seed: int = 0,
         check_values: bool | str = "auto",
         progress: bool | None = None,
@@ -174,6 +176,7 @@ class JEMTrainer:
         self.guard = guard
         self.buffer_size = buffer_size
         self.sampler_preset = sampler_preset
+        self.sampler_options = dict(sampler_options or {})
         self.seed = int(seed)
         self.check_values = check_values
         self.rank = dist_utils.get_rank()
@@ -203,6 +206,9 @@ class JEMTrainer:
     def uses_sampling(self) -> bool:
         """True when a step draws samples (``p_x_weight > 0``)."""
         return self.p_x_weight > 0
+
+    def _active_sampler(self) -> bool:
+        return self.uses_sampling and self.sampler is not None
 
     def config(self) -> dict[str, Any]:
         """Plain-value description of the trainer's settings (written to config.json)."""
@@ -288,16 +294,19 @@ class JEMTrainer:
 
     # ------------------------------------------------------------------ sampler
     def _build_default_sampler(self, x: torch.Tensor) -> None:
-        from jemfast.sampling import ReplayBuffer, SGLDSampler
+        from jemfast.sampling.buffer import ReplayBuffer
+        from jemfast.sampling.sampler import SGLDSampler
 
         # Building must not consume the global generators, so a resumed run and a straight
         # run see the same random streams whether or not the sampler existed before.
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=self.n_classes,
+            # Unconditional JEM sampling: one buffer partition, not one per class.
+            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=None,
                                   init="uniform", device=x.device, seed=self.seed + self.rank)
-            self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer,
-                                              temperature=self.temperature, amp_dtype=self.amp_dtype)
+            options = {"temperature": self.temperature, "amp_dtype": self.amp_dtype,
+                       "seed": self.seed + self.rank + _RESEED_STRIDE // 2, **self.sampler_options}
+            self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer, **options)
         logger.info("built default %r sampler with a buffer of %d x %s on %s",
                     self.sampler_preset, self.buffer_size, tuple(x.shape[1:]), x.device)
 
@@ -432,7 +441,7 @@ class JEMTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self._scaler.state_dict() if self._scaler is not None else None,
-            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "sampler": self.sampler.state_dict() if self._active_sampler() else None,
             "step": self.step_count,
             "lr_scale": self.lr_scale,
         }
@@ -478,7 +487,7 @@ class JEMTrainer:
         self._scale_learning_rates(new_scale / self.lr_scale)
         self.lr_scale = new_scale
         self._pending.clear()
-        if self.sampler is not None:
+        if self._active_sampler():
             self.sampler.reseed(self.seed + self.rank + _RESEED_STRIDE * self.rollbacks)
         record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
                   "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "lr": self._current_lr(), "reason": reason}
@@ -488,7 +497,7 @@ class JEMTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _rank_state(self) -> dict[str, Any]:
-        sampler_state = self.sampler.state_dict() if self.sampler is not None else self._pending_sampler_state
+        sampler_state = self.sampler.state_dict() if self._active_sampler() else self._pending_sampler_state
         if sampler_state is not None:
             sampler_state = _to_cpu(sampler_state)
         return {"sampler": sampler_state, "rng": capture_rng_state()}
@@ -622,10 +631,11 @@ class JEMTrainer:
             torch.set_rng_state(self._fit_state["epoch_rng"])
             if isinstance(generator, torch.Generator) and self._fit_state["epoch_gen"] is not None:
                 generator.set_state(self._fit_state["epoch_gen"])
+            # A RandomSampler draws its seed at the first next(), so skip before restoring.
             iterator = iter(loader)
-            torch.set_rng_state(current)
             for _ in range(self._fit_state["batch_in_epoch"]):
                 next(iterator)
+            torch.set_rng_state(current)
             return iterator
         self._fit_state["batch_in_epoch"] = 0
         self._fit_state["epoch_rng"] = torch.get_rng_state()

@@ -1,0 +1,182 @@
+"""Checkpoints: exact resume (step-wise and mid-epoch in fit), safe loading, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from jemfast.train import (
+    CheckpointError,
+    JEMTrainer,
+    capture_rng_state,
+    load_checkpoint,
+    paper_optimizer,
+    restore_rng_state,
+    save_checkpoint,
+)
+from test_train_trainer import blobs, loader, mlp
+
+
+def make_trainer(run_dir=None, model_seed=0, p_x_weight=1.0, **kwargs):
+    model = mlp(model_seed)
+    opt, sched = paper_optimizer(model, steps_per_epoch=6, lr=0.05, warmup_steps=4, milestones=(1,))
+    return JEMTrainer(model, opt, scheduler=sched, run_dir=run_dir, p_x_weight=p_x_weight, buffer_size=64,
+                      sampler_options={"n_steps": 3}, progress=False, **kwargs)
+
+
+def batches(n_batches, seed=0):
+    x, y = blobs(16 * n_batches, seed)
+    return list(zip(x.split(16), y.split(16)))
+
+
+def assert_same_parameters(a: JEMTrainer, b: JEMTrainer) -> None:
+    for (name, p), q in zip(a.module.named_parameters(), b.module.parameters()):
+        assert torch.equal(p, q), f"parameter {name} differs"
+
+
+@pytest.mark.parametrize("p_x_weight", [1.0, 0.0])
+def test_steps_straight_equal_steps_with_resume(tmp_path, p_x_weight):
+    data = batches(8, seed=1)
+    torch.manual_seed(123)
+    straight = make_trainer(p_x_weight=p_x_weight)
+    for x, y in data:
+        straight.step(x, y)
+
+    torch.manual_seed(123)
+    first = make_trainer(p_x_weight=p_x_weight)
+    for x, y in data[:3]:
+        first.step(x, y)
+    first.save_checkpoint(tmp_path / "ck.pt")
+    for x, y in data[3:5]:  # progress after the checkpoint must not leak into the resumed run
+        first.step(x, y)
+
+    torch.manual_seed(999)  # different initial weights and global RNG: all must come from the file
+    resumed = make_trainer(model_seed=7, p_x_weight=p_x_weight)
+    resumed.load_checkpoint(tmp_path / "ck.pt")
+    assert resumed.step_count == 3
+    for x, y in data[3:]:
+        resumed.step(x, y)
+
+    assert_same_parameters(straight, resumed)
+    assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"]
+    for s, r in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+        assert torch.equal(s["momentum_buffer"], r["momentum_buffer"])
+    if p_x_weight > 0:
+        assert torch.equal(straight.sampler.buffer.storage, resumed.sampler.buffer.storage)
+
+
+class InterruptingLoader:
+    """Wraps a DataLoader and raises KeyboardInterrupt before yielding batch ``at`` (0-based, global)."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at, self.seen = inner, at, 0
+        self.sampler, self.generator = inner.sampler, inner.generator
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        for batch in self.inner:
+            if self.seen == self.at:
+                raise KeyboardInterrupt
+            self.seen += 1
+            yield batch
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_fit_interrupted_mid_epoch_resumes_exactly(tmp_path, own_generator):
+    x, y = blobs(96, seed=2)
+
+    def make_loader():
+        ds = torch.utils.data.TensorDataset(x, y)
+        gen = torch.Generator().manual_seed(5) if own_generator else None
+        return torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=gen)
+
+    torch.manual_seed(11)
+    straight = make_trainer(tmp_path / "a")
+    straight.fit(make_loader(), epochs=3)
+
+    torch.manual_seed(11)
+    interrupted = make_trainer(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(InterruptingLoader(make_loader(), at=9), epochs=3)  # 3 batches into epoch 2
+    assert interrupted.step_count == 9
+
+    torch.manual_seed(0)
+    resumed = make_trainer(tmp_path / "b", model_seed=3)
+    history = resumed.fit(make_loader(), epochs=3, resume=True)
+    assert [r["epoch"] for r in history] == [2, 3]
+    assert resumed.step_count == straight.step_count == 18
+    assert_same_parameters(straight, resumed)
+
+
+def test_fit_resume_true_without_checkpoint_starts_fresh(tmp_path):
+    trainer = make_trainer(tmp_path / "fresh", p_x_weight=0.0)
+    x, y = blobs(32, seed=3)
+    history = trainer.fit(loader(x, y, batch_size=16), epochs=1, resume=True)
+    assert history[0]["epoch"] == 1 and history[0]["val_nll"] is None
+
+
+class Payload:
+    """Unpickling this object would create a file: the proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_checkpoint_with_pickled_payload_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    trainer = make_trainer(p_x_weight=0.0)
+    state = trainer.state_dict()
+    state["extra"] = Payload(marker)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="refusing"):
+        trainer.load_checkpoint(path)
+    assert not marker.exists()
+    # A plain pickle (not a torch zip file) is refused too.
+    with open(tmp_path / "plain.pt", "wb") as f:
+        pickle.dump({"format": "jemfast.trainer/1", "x": Payload(marker)}, f)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "plain.pt")
+    assert not marker.exists()
+    assert trainer.step_count == 0
+
+
+def test_wrong_format_and_missing_file_are_refused(tmp_path):
+    trainer = make_trainer(p_x_weight=0.0)
+    save_checkpoint(tmp_path / "other.pt", {"weights": torch.ones(2)})
+    with pytest.raises(CheckpointError, match="not a jemfast.trainer/1 checkpoint"):
+        trainer.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        trainer.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_save_is_atomic(tmp_path):
+    path = tmp_path / "ck" / "last.pt"
+    save_checkpoint(path, {"value": torch.tensor([1.0])})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"value": lambda: None})  # cannot be pickled: the write fails midway
+    assert torch.equal(load_checkpoint(path)["value"], torch.tensor([1.0]))
+    assert os.listdir(path.parent) == ["last.pt"], "temporary files must be cleaned up"
+    with pytest.raises(TypeError, match="state must be a dict"):
+        save_checkpoint(path, [1, 2])
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    save_checkpoint(tmp_path / "rng.pt", {"rng": capture_rng_state()})
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    got = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])
