@@ -162,7 +162,8 @@ class WideResNet(nn.Module):
         """Re-initialise all weights with the scheme in the module docstring."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                bound = 1.0 / math.sqrt(nn.init._calculate_correct_fan(module.weight, "fan_in"))
+                fan_in = module.weight[0].numel()  # in_channels * kernel area, or in_features
+                bound = 1.0 / math.sqrt(fan_in)
                 nn.init.uniform_(module.weight, -bound, bound)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)

@@ -175,7 +175,8 @@ class ReplayBuffer:
         elif self.init == "normal":
             fresh = random_normal(self.rng_state, shape)
         else:
-            assert self.init_mean is not None and self.init_std is not None
+            if self.init_mean is None or self.init_std is None:
+                raise RuntimeError("init='class_gaussian' needs the class Gaussians: call fit_init(batches) first")
             n_gaussians = self.init_mean.shape[0]
             if n_gaussians == 1:
                 mean, std = self.init_mean, self.init_std
