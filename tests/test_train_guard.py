@@ -1,0 +1,96 @@
+"""Divergence guard: an injected learning-rate spike is rolled back and training recovers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jemfast.train import DivergenceError, DivergenceGuard, JEMTrainer
+from test_train_trainer import blobs, mlp
+
+
+def make_trainer(run_dir, guard, sync_every=1):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return JEMTrainer(model, opt, run_dir=run_dir, guard=guard, buffer_size=128, sync_every=sync_every,
+                      sampler_options={"n_steps": 3}, progress=False)
+
+
+def spike(trainer, factor=1e6):
+    for group in trainer.optimizer.param_groups:
+        group["lr"] *= factor
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_learning_rate_spike_is_rolled_back_and_training_recovers(tmp_path, sync_every):
+    x, y = blobs(512, seed=1)
+    data = list(zip(x.split(32), y.split(32)))
+    guard = DivergenceGuard(gap_threshold=1e4, loss_threshold=1e4, snapshot_every=4, lr_factor=0.5, max_rollbacks=2)
+    trainer = make_trainer(tmp_path / "run", guard, sync_every)
+    for xb, yb in data[:8]:
+        trainer.step(xb, yb)
+    good = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+    assert trainer._snapshot_step == 8
+
+    spike(trainer)
+    trainer.step(*data[8])  # the update with the huge learning rate
+    for xb, yb in data[9:12]:  # the following steps see the blown-up model
+        trainer.step(xb, yb)
+    assert trainer.rollbacks == 1
+    # Rolled back to the snapshot taken at step 8, with the learning rate halved.
+    assert trainer.lr_scale == 0.5
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    if sync_every == 1:
+        assert trainer.step_count < 12
+    for _ in range(3):
+        for xb, yb in data:
+            trainer.step(xb, yb)
+    trainer.close()
+    assert trainer.rollbacks == 1
+    params = torch.cat([p.detach().flatten() for p in trainer.module.parameters()])
+    assert torch.isfinite(params).all()
+    xv, yv = blobs(256, seed=2)
+    with torch.no_grad():
+        acc = (trainer.module(xv).argmax(1) == yv).float().mean().item()
+    assert acc > 0.9
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rollbacks = [r for r in records if r["kind"] == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["restored_step"] == 8 and rollbacks[0]["lr_scale"] == 0.5
+    assert good.keys() == trainer.module.state_dict().keys()
+
+
+def test_rollbacks_are_bounded(tmp_path):
+    x, y = blobs(64, seed=3)
+    guard = DivergenceGuard(gap_threshold=1e4, loss_threshold=1e4, snapshot_every=2, lr_factor=1.0, max_rollbacks=1)
+    trainer = make_trainer(None, guard)
+    trainer.step(x[:32], y[:32])
+    trainer.step(x[32:], y[32:])
+    with pytest.raises(DivergenceError, match="max_rollbacks=1"):
+        for _ in range(20):
+            spike(trainer, 1e8)
+            trainer.step(x[:32], y[:32])
+    assert trainer.rollbacks == 1
+
+
+def test_nan_loss_triggers_rollback_even_for_the_softmax_baseline():
+    x, y = blobs(64, seed=4)
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), p_x_weight=0.0,
+                         guard=DivergenceGuard(snapshot_every=1), progress=False)
+    trainer.step(x[:32], y[:32])
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    trainer.step(x[32:], y[32:])
+    assert trainer.rollbacks == 1 and trainer.step_count == 1
+    assert torch.isfinite(model[0].weight).all()
+
+
+def test_guard_settings_are_validated():
+    with pytest.raises(ValueError, match="lr_factor"):
+        DivergenceGuard(lr_factor=0.0)
+    with pytest.raises(ValueError, match="gap_threshold"):
+        DivergenceGuard(gap_threshold=-1.0)
+    with pytest.raises(ValueError, match="max_rollbacks"):
+        DivergenceGuard(max_rollbacks=-1)
