@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -252,37 +252,73 @@ class TemperatureScaling(Calibrator):
 
 
 def _minimise_nll(
-    params: list[torch.Tensor],
-    forward,
-    logits: np.ndarray,
+    theta0: np.ndarray,
+    forward: Callable[[np.ndarray], np.ndarray],
+    backward: Callable[[np.ndarray, np.ndarray], np.ndarray],
     labels: np.ndarray,
     sample_weights: np.ndarray | None = None,
-    penalty=None,
+    penalty: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
     max_iter: int = 1000,
-) -> None:
-    """Minimise the (weighted) mean NLL of ``forward(logits)`` over ``params`` in place with L-BFGS."""
-    z = torch.from_numpy(logits)
-    y = torch.from_numpy(labels)
-    w = None if sample_weights is None else torch.from_numpy(sample_weights)
+) -> np.ndarray:
+    """Minimise the (weighted) mean NLL of ``forward(theta)`` with L-BFGS; return the optimal theta.
+
+    ``forward`` maps the flat parameter vector to (N, C) calibrated logits and
+    ``backward(theta, g)`` maps the gradient g with respect to those logits to
+    the gradient with respect to theta. Loss and gradients are computed in
+    numpy: torch's autograd on these small problems is dominated by
+    intra-op thread start-up (measured 50 ms against 1 ms per evaluation for
+    3000 x 5 logits on a busy 2-core machine); torch supplies only the L-BFGS
+    update with its strong-Wolfe line search.
+    """
+    n = labels.shape[0]
+    rows = np.arange(n)
+    w = np.full(n, 1.0 / n) if sample_weights is None else sample_weights / sample_weights.sum()
+    theta = torch.from_numpy(theta0.astype(np.float64).copy())
     optimiser = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-10,
-        tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe",
+        [theta], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-9,
+        tolerance_change=1e-15, history_size=20, line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        nll = torch.nn.functional.cross_entropy(forward(z), y, reduction="none")
-        loss = nll.mean() if w is None else (w * nll).sum() / w.sum()
+        params = theta.numpy()
+        log_p = log_softmax(forward(params))
+        loss = -float(np.sum(w * log_p[rows, labels]))
+        grad_logits = np.exp(log_p)
+        grad_logits[rows, labels] -= 1.0
+        grad_logits *= w[:, None]
+        grad = backward(params, grad_logits)
         if penalty is not None:
-            loss = loss + penalty()
-        loss.backward()
-        return loss
+            value, penalty_grad = penalty(params)
+            loss, grad = loss + value, grad + penalty_grad
+        theta.grad = torch.from_numpy(np.ascontiguousarray(grad, dtype=np.float64))
+        return torch.tensor(loss, dtype=torch.float64)
 
-    with torch.enable_grad():
-        optimiser.step(closure)
-    for p in params:
-        if not torch.isfinite(p).all():
-            raise RuntimeError("calibrator fit diverged to non-finite parameters")
+    optimiser.step(closure)
+    result = theta.numpy().copy()
+    if not np.isfinite(result).all():
+        raise RuntimeError("calibrator fit diverged to non-finite parameters")
+    return result
+
+
+def _fit_scale_and_bias(
+    logits: np.ndarray, labels: np.ndarray, vector_scale: bool, sample_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit z' = a * z + b with a scalar (shape (1,)) or per-class a and per-class b; returns (a, b)."""
+    c = logits.shape[1]
+    n_scale = c if vector_scale else 1
+
+    def forward(theta: np.ndarray) -> np.ndarray:
+        return logits * theta[:n_scale] + theta[n_scale:]
+
+    def backward(theta: np.ndarray, g: np.ndarray) -> np.ndarray:
+        grad_scale = (g * logits).sum(axis=0)
+        if not vector_scale:
+            grad_scale = grad_scale.sum(keepdims=True)
+        return np.concatenate([grad_scale, g.sum(axis=0)])
+
+    theta0 = np.concatenate([np.ones(n_scale), np.zeros(c)])
+    theta = _minimise_nll(theta0, forward, backward, labels, sample_weights=sample_weights)
+    return theta[:n_scale].copy(), theta[n_scale:].copy()
 
 
 class VectorScaling(Calibrator):
@@ -294,11 +330,7 @@ class VectorScaling(Calibrator):
         self.bias: np.ndarray | None = None
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        c = logits.shape[1]
-        w = torch.ones(c, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(c, dtype=torch.float64, requires_grad=True)
-        _minimise_nll([w, b], lambda z: z * w + b, logits, labels)
-        self.scale, self.bias = w.detach().numpy().copy(), b.detach().numpy().copy()
+        self.scale, self.bias = _fit_scale_and_bias(logits, labels, vector_scale=True)
 
     def _apply(self, logits: np.ndarray) -> np.ndarray:
         return logits * self.scale + self.bias
@@ -331,20 +363,25 @@ class MatrixScaling(Calibrator):
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         c = logits.shape[1]
-        weight = torch.eye(c, dtype=torch.float64, requires_grad=True)
-        bias = torch.zeros(c, dtype=torch.float64, requires_grad=True)
-        off_diagonal = ~torch.eye(c, dtype=torch.bool)
+        off_diagonal = ~np.eye(c, dtype=bool)
+        n_off = max(c * (c - 1), 1)
 
-        def penalty() -> torch.Tensor:
-            off = weight[off_diagonal]
-            off_term = (off**2).mean() if off.numel() else weight.new_zeros(())
-            return self.l2 * (off_term + (bias**2).mean())
+        def forward(theta: np.ndarray) -> np.ndarray:
+            return logits @ theta[: c * c].reshape(c, c).T + theta[c * c :]
 
-        _minimise_nll(
-            [weight, bias], lambda z: z @ weight.T + bias, logits, labels,
-            penalty=penalty if self.l2 > 0 else None,
-        )
-        self.weight, self.bias = weight.detach().numpy().copy(), bias.detach().numpy().copy()
+        def backward(theta: np.ndarray, g: np.ndarray) -> np.ndarray:
+            return np.concatenate([(g.T @ logits).ravel(), g.sum(axis=0)])
+
+        def penalty(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            weight, bias = theta[: c * c].reshape(c, c), theta[c * c :]
+            off = np.where(off_diagonal, weight, 0.0)
+            value = self.l2 * (np.sum(off**2) / n_off + np.mean(bias**2))
+            grad = np.concatenate([(2 * self.l2 / n_off * off).ravel(), 2 * self.l2 / c * bias])
+            return float(value), grad
+
+        theta0 = np.concatenate([np.eye(c).ravel(), np.zeros(c)])
+        theta = _minimise_nll(theta0, forward, backward, labels, penalty=penalty if self.l2 > 0 else None)
+        self.weight, self.bias = theta[: c * c].reshape(c, c).copy(), theta[c * c :].copy()
 
     def _apply(self, logits: np.ndarray) -> np.ndarray:
         return logits @ self.weight.T + self.bias
@@ -387,17 +424,12 @@ class LogisticScaling(Calibrator):
         self.bias: np.ndarray | None = None
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        c = logits.shape[1]
-        a = torch.ones(c if self.vector_scale else 1, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(c, dtype=torch.float64, requires_grad=True)
         weights = None
         if self.balanced:
-            counts = np.bincount(labels, minlength=c).astype(np.float64)
+            counts = np.bincount(labels, minlength=logits.shape[1]).astype(np.float64)
             weights = 1.0 / counts[labels]
-        _minimise_nll([a, b], lambda z: z * a + b, logits, labels, sample_weights=weights)
-        scale = a.detach().numpy().copy()
+        scale, self.bias = _fit_scale_and_bias(logits, labels, self.vector_scale, weights)
         self.scale = scale if self.vector_scale else float(scale[0])
-        self.bias = b.detach().numpy().copy()
 
     def _apply(self, logits: np.ndarray) -> np.ndarray:
         return logits * self.scale + self.bias
