@@ -1,0 +1,191 @@
+"""Training iterations per second: JEMTrainer against the JEM reference training iteration.
+
+The reference is a re-implementation of one iteration of wgrathwohl/JEM's
+train_wrn_ebm.py as it behaves: the replay buffer lives on the CPU; sample_q draws
+buffer rows (5% re-initialised uniformly in [-1, 1]), moves them to the device, runs
+eager fp32 SGLD (x += sgld_lr * d/dx logsumexp f(x) + sgld_std * noise) with the model
+in eval mode and writes the samples back to the CPU buffer; the loss takes separate
+forwards for E(data), E(samples) and the classifier's logits, and ``L.abs().item()``
+(the reference's divergence check) syncs the host every step.
+
+JEMTrainer runs the same model, batch and number of SGLD steps with its defaults
+(device-resident buffer, fused update, CUDA graphs on a GPU, one joint forward, host
+syncs every ``sync_every`` steps), in fp32 and, on a GPU, with bf16 autocast.
+
+    python benchmarks/bench_trainer.py                       # sizes chosen for the device
+    python benchmarks/bench_trainer.py --model wrn28_5 --batch-size 64 --frames 192 --sgld-steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jemfast.models import wideresnet  # noqa: E402
+from jemfast.sampling.buffer import ReplayBuffer  # noqa: E402
+from jemfast.sampling.sampler import SGLDSampler  # noqa: E402
+from jemfast.train import JEMTrainer  # noqa: E402
+
+
+class ReferenceIteration:
+    """One JEM reference training iteration (unconditional sample_q, CPU buffer, eager fp32)."""
+
+    def __init__(self, model, optimizer, sample_shape, buffer_size, n_steps, device,
+                 sgld_lr=1.0, sgld_std=0.01, reinit_freq=0.05):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.n_steps, self.sgld_lr, self.sgld_std, self.reinit_freq = n_steps, sgld_lr, sgld_std, reinit_freq
+        self.sample_shape = tuple(sample_shape)
+        self.buffer = torch.empty(buffer_size, *self.sample_shape).uniform_(-1, 1)
+
+    def _initial_samples(self, batch_size):
+        idx = torch.randint(0, self.buffer.shape[0], (batch_size,))
+        fresh = torch.empty(batch_size, *self.sample_shape).uniform_(-1, 1)
+        reinit = (torch.rand(batch_size) < self.reinit_freq).float().view(-1, *([1] * len(self.sample_shape)))
+        start = reinit * fresh + (1 - reinit) * self.buffer[idx]
+        return start.to(self.device), idx
+
+    def sample_q(self, batch_size):
+        self.model.eval()
+        x, idx = self._initial_samples(batch_size)
+        x.requires_grad_(True)
+        for _ in range(self.n_steps):
+            log_px = torch.logsumexp(self.model(x), 1).sum()
+            grad = torch.autograd.grad(log_px, [x], retain_graph=True)[0]
+            x.data += self.sgld_lr * grad + self.sgld_std * torch.randn_like(x)
+        self.model.train()
+        x = x.detach()
+        self.buffer[idx] = x.cpu()
+        return x
+
+    def step(self, x, y):
+        x_q = self.sample_q(x.shape[0])
+        f_p = torch.logsumexp(self.model(x), 1).mean()
+        f_q = torch.logsumexp(self.model(x_q), 1).mean()
+        loss = -(f_p - f_q) + F.cross_entropy(self.model(x), y)
+        if loss.abs().item() > 1e8:
+            raise RuntimeError("reference iteration diverged")
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def iterations_per_second(step, batches, device, warmup, iters, repeats):
+    """Median over ``repeats`` rounds of ``iters`` iterations/second, after ``warmup`` iterations."""
+    for i in range(warmup):
+        step(*batches[i % len(batches)])
+    _sync(device)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(iters):
+            step(*batches[i % len(batches)])
+        _sync(device)
+        rates.append(iters / (time.perf_counter() - start))
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _write(records, device):
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import write_results  # shared writer (device name, versions, date)
+    except ImportError:
+        write_results = None
+    if write_results is not None:
+        return write_results("trainer", records)
+    folder = Path(__file__).resolve().parent / "results" / device_name(device).replace(" ", "_").replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "trainer.json"
+    meta = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({**meta, "records": records})
+    path.write_text(json.dumps(runs, indent=2) + "\n")
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default=None, choices=["wrn16_2", "wrn28_5"])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=None, help="time frames T of the (1, 32, T) inputs")
+    parser.add_argument("--sgld-steps", type=int, default=None)
+    parser.add_argument("--buffer-size", type=int, default=10000)
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print the records only")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    model_name = args.model or ("wrn28_5" if gpu else "wrn16_2")
+    batch_size = args.batch_size or (64 if gpu else 8)
+    frames = args.frames or (192 if gpu else 32)
+    sgld_steps = args.sgld_steps or (50 if gpu else 5)
+    iters = args.iters or (10 if gpu else 2)
+    sample_shape = (1, 32, frames)
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(batch_size, *sample_shape, generator=g).to(device),
+                torch.randint(0, args.classes, (batch_size,), generator=g).to(device)) for _ in range(4)]
+
+    def fresh_model():
+        torch.manual_seed(0)
+        model = getattr(wideresnet, model_name)(args.classes).to(device)
+        return model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    config = {"model": model_name, "batch_size": batch_size, "sample_shape": list(sample_shape),
+              "sgld_steps": sgld_steps, "buffer_size": args.buffer_size, "iters": iters, "repeats": args.repeats}
+    records = []
+
+    model, opt = fresh_model()
+    reference = ReferenceIteration(model, opt, sample_shape, args.buffer_size, sgld_steps, device)
+    ref_rate = iterations_per_second(reference.step, batches, device, 2, iters, args.repeats)
+    records.append({"name": "trainer_iteration", "impl": "jem_reference", "amp": None, **config,
+                    "its_per_s": ref_rate[0], "its_per_s_min": ref_rate[1], "its_per_s_max": ref_rate[2],
+                    "speedup_vs_reference": 1.0})
+
+    for amp in ([None, torch.bfloat16] if gpu else [None]):
+        model, opt = fresh_model()
+        buffer = ReplayBuffer(sample_shape, size=args.buffer_size, device=device, seed=0)
+        sampler = SGLDSampler.preset("jem", model, buffer, n_steps=sgld_steps, amp_dtype=amp, seed=1)
+        trainer = JEMTrainer(model, opt, sampler=sampler, amp_dtype=amp, progress=False, n_classes=args.classes)
+        rate = iterations_per_second(trainer.step, batches, device, 3, iters, args.repeats)
+        trainer.sync()
+        records.append({"name": "trainer_iteration", "impl": "jemfast_trainer",
+                        "amp": str(amp).replace("torch.", "") if amp else None, **config,
+                        "its_per_s": rate[0], "its_per_s_min": rate[1], "its_per_s_max": rate[2],
+                        "speedup_vs_reference": rate[0] / ref_rate[0]})
+
+    for r in records:
+        print(f"{device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
+              f"(x{r['speedup_vs_reference']:.2f} vs reference)")
+    if not args.no_write:
+        print("results:", _write(records, device))
+    return records
+
+
+if __name__ == "__main__":
+    main()
