@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 
 from jemfast.calibration import (
     auroc,
@@ -115,3 +116,14 @@ def test_bad_input():
         energy_score(np.array([[0.0, np.nan]]))
     with pytest.raises(ValueError, match=r"shape \(N, C\)"):
         max_softmax_probability(torch.zeros(3))
+
+
+@requires_cuda
+def test_scores_on_cuda():
+    model = torch.nn.Linear(6, 4).cuda()
+    x = torch.randn(5, 6, device="cuda")
+    norms = input_gradient_norm(model, x)
+    assert norms.is_cuda
+    torch.testing.assert_close(norms.cpu(), input_gradient_norm(model.cpu(), x.cpu()), rtol=1e-4, atol=1e-5)
+    logits = torch.randn(5, 4, device="cuda")
+    assert energy_score(logits).is_cuda and max_softmax_probability(logits).is_cuda

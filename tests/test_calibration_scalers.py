@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 
 from jemfast.calibration import (
     LogisticScaling,
@@ -219,3 +220,15 @@ def test_matrix_scaling_fit_is_a_stationary_point(l2):
     loss = loss + l2 * ((off**2).mean() + (bias**2).mean())
     grads = torch.autograd.grad(loss, (weight, bias))
     assert max(g.abs().max().item() for g in grads) < 1e-6
+
+
+@requires_cuda
+def test_cuda_tensors_in_and_out():
+    logits, labels = overconfident_split(500, 3, 2.0, seed=13)
+    z = torch.from_numpy(logits).float().cuda()
+    y = torch.from_numpy(labels).cuda()
+    for calibrator in (TemperatureScaling(), LogisticScaling(), MatrixScaling()):
+        out = calibrator.fit(z, y).transform(z)
+        assert out.is_cuda and out.dtype == torch.float32
+        np.testing.assert_allclose(out.cpu().numpy(), calibrator.transform(logits), rtol=1e-6, atol=1e-6)
+    assert negative_log_likelihood(y, logits=out) < negative_log_likelihood(y, logits=z)

@@ -366,7 +366,6 @@ def evaluate_logits(labels, logits, n_bins: int = 15) -> dict[str, float]:
     """
     y, p, log_p = _resolve(labels, logits, None)
     _check_n_bins(n_bins)
-    kwargs = dict(probs=p)
     stats = _bin_stats(p.argmax(axis=1) == y, p.max(axis=1), n_bins, False)
     filled = stats.count > 0
     gaps = np.abs(stats.accuracy[filled] - stats.confidence[filled])
@@ -377,8 +376,8 @@ def evaluate_logits(labels, logits, n_bins: int = 15) -> dict[str, float]:
         "nll": nll,
         "ece": 100.0 * ece,
         "mce": 100.0 * float(gaps.max()),
-        "adaptive_ece": 100.0 * adaptive_ece(y, n_bins=n_bins, **kwargs),
-        "brier": brier_score(y, **kwargs),
+        "adaptive_ece": 100.0 * adaptive_ece(y, probs=p, n_bins=n_bins),
+        "brier": brier_score(y, probs=p),
         "n": int(y.shape[0]),
     }
 

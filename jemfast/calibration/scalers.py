@@ -72,7 +72,7 @@ class Calibrator:
     def __init__(self) -> None:
         self.n_classes: int | None = None
 
-    # Subclasses implement these three.
+    # Subclasses implement these four; inputs are validated float64 arrays.
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         raise NotImplementedError
 
