@@ -10,7 +10,9 @@ from helpers import assert_close
 from jemfast.models import WideResNet, wrn16_2, wrn28_5
 
 
-def expected_param_count(depth: int, width: int, num_classes: int, in_channels: int = 1, norm: str | None = None) -> int:
+def expected_param_count(
+    depth: int, width: int, num_classes: int, in_channels: int = 1, norm: str | None = None
+) -> int:
     """Closed-form parameter count of the pre-activation WRN (convolutions carry biases)."""
     n = (depth - 4) // 6
     norm_params = 0 if norm is None else 2  # weight and bias per channel
@@ -35,8 +37,8 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("depth,width", [(10, 1), (16, 2), (22, 3)])
-@pytest.mark.parametrize("frames", [1, 7, 32, 33])
+@pytest.mark.parametrize("depth,width", [(10, 1), (16, 2), (22, 1)])
+@pytest.mark.parametrize("frames", [1, 7, 33])
 def test_output_shapes_for_any_length(depth, width, frames):
     torch.manual_seed(0)
     model = WideResNet(depth=depth, width=width, num_classes=5)

@@ -238,7 +238,9 @@ def test_class_gaussian_fills_and_reinitialises_by_partition():
     n_classes, size = 3, 300
     shape = (4,)
     means = torch.tensor([-20.0, 0.0, 20.0])
-    buf = ReplayBuffer(shape, size=size, n_classes=n_classes, init="class_gaussian", reinit_freq=1.0, device=CPU, seed=3)
+    buf = ReplayBuffer(
+        shape, size=size, n_classes=n_classes, init="class_gaussian", reinit_freq=1.0, device=CPU, seed=3
+    )
     with pytest.raises(RuntimeError, match="fit_init"):
         buf.sample(2)
     data = []

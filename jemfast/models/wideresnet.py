@@ -115,7 +115,8 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("depth", depth), ("width", width), ("num_classes", num_classes), ("in_channels", in_channels)):
+        int_args = (("depth", depth), ("width", width), ("num_classes", num_classes), ("in_channels", in_channels))
+        for name, value in int_args:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
         if depth < 10 or (depth - 4) % 6 != 0:

@@ -347,7 +347,8 @@ class ReplayBuffer:
             raise ValueError("fit_init got no batches; expected at least one (x, y) or x batch")
         if labelled and known is not None and sums.shape[0] < known:
             pad = known - sums.shape[0]
-            sums, sumsq = torch.cat([sums, sums.new_zeros(pad, sample_dims)]), torch.cat([sumsq, sumsq.new_zeros(pad, sample_dims)])
+            sums = torch.cat([sums, sums.new_zeros(pad, sample_dims)])
+            sumsq = torch.cat([sumsq, sumsq.new_zeros(pad, sample_dims)])
             counts = torch.cat([counts, counts.new_zeros(pad)])
         missing = (counts == 0).nonzero().flatten().tolist()
         if missing:
@@ -462,13 +463,20 @@ class ReplayBuffer:
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from ReplayBuffer.state_dict(), got {type(state).__name__}")
-        required = ("format", "sample_shape", "size", "n_classes", "init", "reinit_freq", "filled", "storage", "rng_state", "init_mean", "init_std")
+        required = (
+            "format", "sample_shape", "size", "n_classes", "init", "reinit_freq", "filled",
+            "storage", "rng_state", "init_mean", "init_std",
+        )  # fmt: skip
         missing = [k for k in required if k not in state]
         if missing:
             raise ValueError(f"buffer state is missing keys {missing}")
         if state["format"] != _STATE_FORMAT:
             raise ValueError(f"buffer state has format {state['format']!r}, expected {_STATE_FORMAT}")
-        for key, mine in (("sample_shape", list(self.sample_shape)), ("size", self.size), ("n_classes", self.n_classes), ("init", self.init)):
+        config = (
+            ("sample_shape", list(self.sample_shape)), ("size", self.size),
+            ("n_classes", self.n_classes), ("init", self.init),
+        )  # fmt: skip
+        for key, mine in config:
             theirs = list(state[key]) if key == "sample_shape" and state[key] is not None else state[key]
             if theirs != mine:
                 raise ValueError(f"buffer state has {key}={state[key]!r}, but this buffer has {key}={mine!r}")
@@ -486,7 +494,9 @@ class ReplayBuffer:
         if mean is not None:
             n_gaussians = mean.shape[0] if isinstance(mean, torch.Tensor) and mean.dim() > 0 else 0
             if n_gaussians < 1 or (self.n_classes is not None and n_gaussians not in (1, self.n_classes)):
-                raise ValueError(f"buffer state init_mean holds {n_gaussians} Gaussians, expected 1 or n_classes={self.n_classes}")
+                raise ValueError(
+                    f"buffer state init_mean holds {n_gaussians} Gaussians, expected 1 or n_classes={self.n_classes}"
+                )
             stats_shape = (n_gaussians, *self.sample_shape)
             self._check_state_tensor("init_mean", mean, stats_shape, floating=True)
             self._check_state_tensor("init_std", std, stats_shape, floating=True)
