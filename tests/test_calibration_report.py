@@ -172,3 +172,18 @@ def test_report_bad_input(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError, match="softmax_dev must be a Predictions"):
         compare_models(None, *list(model_splits().values())[1:])
+
+
+def test_bootstrap_intervals_on_request(tmp_path):
+    s = model_splits()
+    rows = compare_models(**s, n_bootstrap=30, seed=3)
+    assert all(0 <= r["ece_low"] < r["ece_high"] <= 100 for r in rows)
+    # Resampling inflates a small ECE, so only the large, uncalibrated one must lie inside its interval.
+    softmax = next(r for r in rows if r["method"] == "softmax" and r["subset"] == "all")
+    assert softmax["ece_low"] <= softmax["ece"] <= softmax["ece_high"]
+    assert "ece_low" not in compare_models(**s)[0]
+    md_path, _ = write_report(rows, tmp_path)
+    first = rows[0]
+    assert f"{first['ece']:.2f} [{first['ece_low']:.2f}, {first['ece_high']:.2f}]" in md_path.read_text()
+    with pytest.raises(ValueError, match="n_bootstrap must be a non-negative int"):
+        compare_models(**s, n_bootstrap=-1)

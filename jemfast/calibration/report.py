@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .metrics import evaluate_logits
+from .metrics import bootstrap_ci, evaluate_logits, expected_calibration_error
 from .predictions import Predictions
 from .scalers import Calibrator, LogisticScaling, TemperatureScaling
 
@@ -36,31 +36,38 @@ def _as_predictions(preds, name: str) -> Predictions:
     raise TypeError(f"{name} must be a Predictions or a path to a .npz file, got {type(preds).__name__}")
 
 
-def _rows_for(method: str, test: Predictions, calibrator: Calibrator | None, n_bins: int) -> list[dict]:
+def _rows_for(
+    method: str, test: Predictions, calibrator: Calibrator | None, n_bins: int, n_bootstrap: int, seed: int
+) -> list[dict]:
     """One row for the whole test split and one per subset (in order of appearance)."""
     groups = [(ALL_SUBSETS, test)] + [(name, test.subset(name)) for name in test.subset_names()]
     rows = []
     for subset, preds in groups:
-        logits = preds.logits if calibrator is None else calibrator.transform(preds.logits.astype("float64"))
+        logits = preds.logits if calibrator is None else calibrator.transform(preds.logits)
         metrics = evaluate_logits(preds.labels, logits, n_bins=n_bins)
-        rows.append(
-            {
-                "method": method,
-                "subset": subset,
-                "ece": metrics["ece"],
-                "acc": metrics["acc"],
-                "nll": metrics["nll"],
-                "brier": metrics["brier"],
-                "mce": metrics["mce"],
-                "n": metrics["n"],
-            }
-        )
+        row = {
+            "method": method,
+            "subset": subset,
+            "ece": metrics["ece"],
+            "acc": metrics["acc"],
+            "nll": metrics["nll"],
+            "brier": metrics["brier"],
+            "mce": metrics["mce"],
+            "n": metrics["n"],
+        }
+        if n_bootstrap > 0:
+            ci = bootstrap_ci(
+                expected_calibration_error, preds.labels, logits=logits, n_resamples=n_bootstrap, seed=seed,
+                n_bins=n_bins,
+            )
+            row["ece_low"], row["ece_high"] = 100.0 * ci.low, 100.0 * ci.high
+        rows.append(row)
     return rows
 
 
 def compare_models(
     softmax_dev, softmax_test, energy_dev, energy_test, n_bins: int = 15,
-    calibrator_dir: str | os.PathLike | None = None,
+    calibrator_dir: str | os.PathLike | None = None, n_bootstrap: int = 0, seed: int = 0,
 ) -> list[dict]:
     """Evaluate the five methods of the paper's calibration table on one task.
 
@@ -72,12 +79,17 @@ def compare_models(
         n_bins: equal-width bins for ECE and MCE.
         calibrator_dir: when given, the fitted calibrators are saved there as
             JSON (softmax_ts.json, softmax_ls.json, energy_ts.json).
+        n_bootstrap: when positive, each row also gets ece_low and ece_high,
+            a 95% percentile bootstrap interval of the ECE (percent) over
+            ``n_bootstrap`` resamples of the test examples drawn with ``seed``.
 
     Returns:
         Rows (dicts) with keys method (one of :data:`METHODS`), subset
         ("all", then each subset name of the test predictions), ece (percent),
         acc (percent), nll (nats), brier, mce (percent) and n.
     """
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be a non-negative int, got {n_bootstrap!r}")
     named = dict(zip(RUN_KEYS, (softmax_dev, softmax_test, energy_dev, energy_test)))
     preds = {key: _as_predictions(value, key) for key, value in named.items()}
     for model in ("softmax", "energy"):
@@ -103,7 +115,7 @@ def compare_models(
     )
     rows = []
     for method, test, calibrator in plan:
-        rows.extend(_rows_for(method, test, calibrator, n_bins))
+        rows.extend(_rows_for(method, test, calibrator, n_bins, n_bootstrap, seed))
     return rows
 
 
@@ -136,7 +148,11 @@ def _markdown(rows: Sequence[Mapping], title: str) -> str:
     """One table per subset; methods as rows, an ECE/ACC/NLL triple per task as columns."""
     tasks = _unique(row.get("task") for row in rows)
     subsets = _unique(row.get("subset", ALL_SUBSETS) for row in rows)
-    lines = [f"# {title}", "", "ECE and ACC in percent, NLL in nats; best ECE per column in bold.", ""]
+    lines = [
+        f"# {title}", "",
+        "ECE and ACC in percent, NLL in nats; best ECE per column in bold; "
+        "brackets give a 95% bootstrap interval where computed.", "",
+    ]
     for subset in subsets:
         if len(subsets) > 1:
             lines += [f"## Subset: {subset}", ""]
@@ -159,6 +175,8 @@ def _markdown(rows: Sequence[Mapping], title: str) -> str:
                     out += ["-", "-", "-"]
                     continue
                 ece = _fmt(row["ece"], 2)
+                if "ece_low" in row and "ece_high" in row:
+                    ece = f"{ece} [{_fmt(row['ece_low'], 2)}, {_fmt(row['ece_high'], 2)}]"
                 out += [f"**{ece}**" if row["ece"] == best_ece[task] else ece, _fmt(row["acc"], 2), _fmt(row["nll"], 3)]
             lines.append("| " + " | ".join(out) + " |")
         lines.append("")
@@ -189,7 +207,7 @@ def write_report(
 
 def report_runs(
     runs: Mapping[str, Mapping[str, object]], out_dir: str | os.PathLike, n_bins: int = 15,
-    title: str = "Calibration", name: str = "calibration",
+    title: str = "Calibration", name: str = "calibration", n_bootstrap: int = 0, seed: int = 0,
 ) -> tuple[Path, Path]:
     """Compare the five methods on several tasks and write one report, in one call.
 
@@ -200,6 +218,7 @@ def report_runs(
         out_dir: where the report (and the fitted calibrators, under
             ``calibrators/<task>/``) are written.
         n_bins: equal-width bins for ECE.
+        n_bootstrap, seed: bootstrap intervals of the ECE, as in :func:`compare_models`.
 
     Returns:
         (Markdown path, JSON path), as :func:`write_report`.
@@ -213,7 +232,7 @@ def report_runs(
     rows = []
     for task, splits in runs.items():
         task_rows = compare_models(
-            *(splits[key] for key in RUN_KEYS), n_bins=n_bins,
+            *(splits[key] for key in RUN_KEYS), n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed,
             calibrator_dir=Path(out_dir) / "calibrators" / str(task),
         )
         rows.extend({"task": str(task), **row} for row in task_rows)
