@@ -162,3 +162,25 @@ def test_p_x_weight_zero_never_samples():
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=Exploding(), p_x_weight=0.0)
     trainer.step(*blobs(8, seed=8))
     assert trainer.step_count == 1
+
+
+def test_batch_must_match_a_given_samplers_buffer():
+    from jemfast.sampling.buffer import ReplayBuffer
+    from jemfast.sampling.sampler import SGLDSampler
+
+    model = mlp()
+    sampler = SGLDSampler.preset("jem", model, ReplayBuffer((5,), size=32, seed=0), n_steps=2, seed=0)
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=sampler)
+    with pytest.raises(ValueError, match=r"set up for \(5,\)"):
+        trainer.step(*blobs(8, seed=9))
+    assert trainer.step_count == 0
+
+
+def test_bfloat16_autocast_on_cpu_trains():
+    x, y = blobs(64, seed=10)
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), amp_dtype=torch.bfloat16,
+                         buffer_size=64, sampler_options={"n_steps": 2}, grad_clip=1.0)
+    first = trainer.step(x[:32], y[:32])
+    second = trainer.step(x[32:], y[32:])
+    assert math.isfinite(first["loss"]) and math.isfinite(second["e_gap"])

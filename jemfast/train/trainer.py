@@ -28,6 +28,7 @@ Run directory layout (``run_dir``)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -275,9 +276,12 @@ class JEMTrainer:
             raise ValueError("x is an empty batch (N = 0)")
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
-        if self._sample_shape is not None and tuple(x.shape[1:]) != self._sample_shape:
+        expected_shape = self._sample_shape
+        if expected_shape is None and self.uses_sampling and self.sampler is not None:
+            expected_shape = tuple(getattr(getattr(self.sampler, "buffer", None), "sample_shape", ()) or ()) or None
+        if expected_shape is not None and tuple(x.shape[1:]) != expected_shape:
             raise ValueError(f"x has sample shape {tuple(x.shape[1:])}, but this trainer (and its replay buffer) "
-                             f"was set up for {self._sample_shape}")
+                             f"was set up for {expected_shape}")
         if check_values is None:
             check_values = self.check_values is True or (self.check_values == "auto" and x.device.type == "cpu")
         if self.n_classes is None:
@@ -321,6 +325,11 @@ class JEMTrainer:
             self._reseed_after_load = None
 
     # ------------------------------------------------------------------ one iteration
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -336,6 +345,9 @@ class JEMTrainer:
             DivergenceError: the divergence guard ran out of rollbacks.
         """
         self.validate_batch(x, y)
+        return self._train_step(x, y)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepMetrics:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True).long()
         if self._sample_shape is None:
@@ -356,7 +368,7 @@ class JEMTrainer:
             inputs = x
 
         self.model.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with self._autocast():
             logits_all = self.model(inputs)
         logits_all = logits_all.float()
         logits = logits_all[:batch]
@@ -537,7 +549,8 @@ class JEMTrainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
                                   f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
-        self.sync() if self._pending else None
+        if self._pending:
+            self.sync()
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -598,8 +611,7 @@ class JEMTrainer:
         self.module.eval()
         logits_list, labels_list = [], []
         try:
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                                 enabled=self.amp_dtype is not None):
+            with torch.no_grad(), self._autocast():
                 for batch in loader:
                     x, y = batch[0], batch[1]
                     logits_list.append(self.module(x.to(self.device, non_blocking=True)).float().cpu())
@@ -711,7 +723,7 @@ class JEMTrainer:
                 raise TypeError(f"train_loader must yield (x, y, ...) batches, got {type(batch).__name__}")
             x, y = batch[0], batch[1]
             self.validate_batch(x, y, check_values=self.check_values is not False)
-            self.step(x, y)
+            self._train_step(x, y)
             self._fit_state["batch_in_epoch"] += 1
             if checkpoint_every and self.step_count % checkpoint_every == 0 and self.run_dir is not None:
                 self.save_checkpoint(self._checkpoint_dir() / "last.pt")
