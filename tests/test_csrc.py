@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -332,7 +333,7 @@ def test_importing_loader_does_not_initialise_cuda():
         "import sys; assert 'jemfast._C' not in sys.modules"
     )
     result = subprocess.run(
-        [os.environ.get("PYTHON", shutil.which("python") or "python"), "-c", code],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=REPO,
