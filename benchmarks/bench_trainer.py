@@ -19,18 +19,14 @@ syncs every ``sync_every`` steps), in fp32 and, on a GPU, with bf16 autocast.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import common
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+common.ensure_repo_importable()
 
 from jemfast.models import wideresnet  # noqa: E402
 from jemfast.sampling.buffer import ReplayBuffer  # noqa: E402
@@ -100,31 +96,6 @@ def iterations_per_second(step, batches, device, warmup, iters, repeats):
     return statistics.median(rates), min(rates), max(rates)
 
 
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def _write(records, device):
-    try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from common import write_results  # shared writer (device name, versions, date)
-    except ImportError:
-        write_results = None
-    if write_results is not None:
-        return write_results("trainer", records)
-    folder = Path(__file__).resolve().parent / "results" / device_name(device).replace(" ", "_").replace("/", "_")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "trainer.json"
-    meta = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    runs = json.loads(path.read_text()) if path.is_file() else []
-    runs.append({**meta, "records": records})
-    path.write_text(json.dumps(runs, indent=2) + "\n")
-    return path
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -144,7 +115,7 @@ def main(argv=None):
     batch_size = args.batch_size or (64 if gpu else 8)
     frames = args.frames or (192 if gpu else 32)
     sgld_steps = args.sgld_steps or (50 if gpu else 5)
-    iters = args.iters or (10 if gpu else 2)
+    iters = args.iters or (5 if gpu else 2)
     sample_shape = (1, 32, frames)
 
     g = torch.Generator().manual_seed(0)
@@ -180,10 +151,10 @@ def main(argv=None):
                         "speedup_vs_reference": rate[0] / ref_rate[0]})
 
     for r in records:
-        print(f"{device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
+        print(f"{common.device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
               f"(x{r['speedup_vs_reference']:.2f} vs reference)")
     if not args.no_write:
-        print("results:", _write(records, device))
+        print("results:", common.write_results("trainer", records, device))
     return records
 
 
