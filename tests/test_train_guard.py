@@ -31,7 +31,6 @@ def test_learning_rate_spike_is_rolled_back_and_training_recovers(tmp_path, sync
     trainer = make_trainer(tmp_path / "run", guard, sync_every)
     for xb, yb in data[:8]:
         trainer.step(xb, yb)
-    good = {k: v.clone() for k, v in trainer.module.state_dict().items()}
     assert trainer._snapshot_step == 8
 
     spike(trainer)
@@ -58,7 +57,6 @@ def test_learning_rate_spike_is_rolled_back_and_training_recovers(tmp_path, sync
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rollbacks = [r for r in records if r["kind"] == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["restored_step"] == 8 and rollbacks[0]["lr_scale"] == 0.5
-    assert good.keys() == trainer.module.state_dict().keys()
 
 
 def test_rollbacks_are_bounded(tmp_path):

@@ -216,7 +216,8 @@ class JEMTrainer:
         return {
             "model": type(self.module).__name__,
             "optimizer": type(self.optimizer).__name__,
-            "optimizer_defaults": {k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float, bool))},
+            "optimizer_defaults": {k: v for k, v in self.optimizer.defaults.items()
+                                   if isinstance(v, (int, float, bool))},
             "scheduler": type(self.scheduler).__name__ if self.scheduler is not None else None,
             "scheduler_interval": self.scheduler_interval,
             "sampler": type(self.sampler).__name__ if self.sampler is not None else (
