@@ -26,8 +26,9 @@ with a 32-bit offset. Past ``2**32`` the high counter bits go into ``c1``
 different generator (Philox on 64-bit words) and is deliberately not used: it
 is not Philox4x32-10 and needs 64x64-bit multiplies, which the GPU does slowly.
 
-All integer arithmetic is done on int64 tensors holding uint32 values; the
-32x32-bit products are split into 16-bit halves so that nothing overflows.
+All integer arithmetic is done on int64 tensors holding uint32 values; a
+32x32-bit product is one wrapping int64 multiply whose bits are the unsigned
+64-bit product.
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ TWO_PI = 6.283185307179586
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hi32(a*b), lo32(a*b)) for a constant uint32 ``a`` and uint32 values ``b`` in int64."""
-    p_lo = b & 0xFFFF
-    p_lo.mul_(a)  # < 2**48
-    p_hi = b >> 16
-    p_hi.mul_(a)  # < 2**48
-    s = (p_hi & 0xFFFF) << 16
-    s.add_(p_lo)  # < 2**49: the low 48 bits of a*b plus a carry
-    hi = (p_hi >> 16).add_(s >> 32)
-    return hi, s.bitwise_and_(_MASK32)
+    """(hi32(a*b), lo32(a*b)) for a constant uint32 ``a`` and uint32 values ``b`` held in int64.
+
+    The 64-bit product may exceed int64's range; the multiply wraps modulo 2**64
+    (two's complement), which keeps all 64 bits of the unsigned product, and the
+    masks below read them back as unsigned halves. The known-answer tests pin this.
+    """
+    p = b * a
+    return (p >> 32).bitwise_and_(_MASK32), p.bitwise_and_(_MASK32)
 
 
 def philox4x32_10(
