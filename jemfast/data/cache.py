@@ -1,0 +1,331 @@
+"""On-disk cache of log-Mel features: one memory-mapped float32 array plus a JSON index.
+
+Layout, with ``key = recipe.key()``::
+
+    cache_dir/<key>/features.f32   all utterances' frames, (total_frames, n_mels) float32, C order
+    cache_dir/<key>/index.json     recipe, manifest fingerprint, one entry per utterance
+                                   (utt_id, label, speaker, subset, offset, frames), skipped files
+
+The folder name is the recipe's hash, so a cache built with another recipe is
+never read by mistake. The index also records a fingerprint of the manifest
+(its bytes and the size and modification time of every audio file it names);
+``build`` rebuilds when the fingerprint differs. Storing frames as rows keeps
+each utterance contiguous on disk, so reading one is a single slice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .audio import DEFAULT_MIN_SAMPLES, AudioError, load_audio
+from .features import FeatureRecipe, logmel
+from .manifest import ManifestRow, read_manifest
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+FEATURES_NAME = "features.f32"
+INDEX_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """Where one utterance lives in the feature array: rows [offset, offset + frames)."""
+
+    utt_id: str
+    label: str
+    speaker: str
+    subset: str
+    offset: int
+    frames: int
+
+
+@dataclass(frozen=True)
+class SkippedUtterance:
+    """An utterance left out of the cache because its audio could not be used."""
+
+    utt_id: str
+    path: str
+    reason: str
+    detail: str
+
+
+def manifest_fingerprint(manifest_path: str | os.PathLike, rows: list[ManifestRow]) -> str:
+    """Hash of the manifest's bytes and of (size, mtime) of each audio file it names."""
+    manifest_path = Path(manifest_path)
+    digest = hashlib.sha256(manifest_path.read_bytes())
+    base = manifest_path.parent
+    for row in rows:
+        path = row.resolved_path(base)
+        try:
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
+
+def _extract_one(job: tuple[int, str, Optional[float], Optional[float], dict, int]):
+    """Worker: features (frames, n_mels) of one row, or the AudioError that stopped it."""
+    index, path, start, end, recipe_dict, min_samples = job
+    recipe = FeatureRecipe.from_dict(recipe_dict)
+    try:
+        wave = load_audio(path, recipe.sample_rate, start=start, end=end, min_samples=min_samples)
+    except AudioError as exc:
+        return index, None, (exc.reason, exc.detail)
+    return index, np.ascontiguousarray(logmel(wave, recipe).T), None
+
+
+class FeatureCache:
+    """Read access to a built cache. Use :meth:`build` or :meth:`open`, not the constructor.
+
+    ``cache[i]`` is utterance i's features, (n_mels, frames) float32 (a
+    read-only view of the memory map); ``cache.entries[i]`` its metadata.
+    """
+
+    def __init__(self, directory: Path, recipe: FeatureRecipe, index: dict) -> None:
+        self.directory = Path(directory)
+        self.recipe = recipe
+        self.entries: list[CacheEntry] = [CacheEntry(**e) for e in index["entries"]]
+        self.skipped: list[SkippedUtterance] = [SkippedUtterance(**s) for s in index["skipped"]]
+        self.manifest_path: str = index["manifest"]
+        self.fingerprint: str = index["fingerprint"]
+        self.total_frames: int = int(index["total_frames"])
+        self._position = {e.utt_id: i for i, e in enumerate(self.entries)}
+        self._array: Optional[np.memmap] = None
+
+    # -- construction -------------------------------------------------------------------------
+
+    @staticmethod
+    def directory_for(cache_dir: str | os.PathLike, recipe: FeatureRecipe) -> Path:
+        """The folder that holds the cache of ``recipe`` under ``cache_dir``."""
+        return Path(cache_dir) / recipe.key()
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe = FeatureRecipe()) -> "FeatureCache":
+        """Open the cache of ``recipe`` under ``cache_dir``.
+
+        Raises FileNotFoundError if no cache was built with this recipe there,
+        and ValueError if the stored recipe differs (a corrupt or foreign folder).
+        """
+        if not isinstance(recipe, FeatureRecipe):
+            raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
+        directory = cls.directory_for(cache_dir, recipe)
+        index_path = directory / INDEX_NAME
+        if not index_path.is_file():
+            raise FileNotFoundError(
+                f"no feature cache for recipe {recipe.key()} under {cache_dir} (looked for {index_path}); "
+                "build it with FeatureCache.build"
+            )
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        if index.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{index_path}: index format {index.get('format')!r}, expected {INDEX_FORMAT}")
+        stored = FeatureRecipe.from_dict(index["recipe"])
+        if stored != recipe:
+            raise ValueError(f"{index_path}: cache was built with {stored}, not {recipe}")
+        expected_bytes = int(index["total_frames"]) * recipe.n_mels * 4
+        actual_bytes = (directory / FEATURES_NAME).stat().st_size
+        if actual_bytes != expected_bytes:
+            raise ValueError(f"{directory / FEATURES_NAME}: {actual_bytes} bytes, index expects {expected_bytes}")
+        return cls(directory, recipe, index)
+
+    @classmethod
+    def build(
+        cls,
+        manifest_path: str | os.PathLike,
+        cache_dir: str | os.PathLike,
+        recipe: FeatureRecipe = FeatureRecipe(),
+        workers: Optional[int] = None,
+        on_error: str = "raise",
+        min_samples: int = DEFAULT_MIN_SAMPLES,
+        progress: bool = True,
+        rebuild: bool = False,
+    ) -> "FeatureCache":
+        """Extract features of every utterance of a manifest into ``cache_dir/<recipe.key()>``.
+
+        ``workers``: processes for extraction (None: all CPU cores, 0 or 1: in
+        this process). ``on_error``: ``"raise"`` stops at the first missing,
+        unreadable, empty or too-short file with an :class:`AudioError` naming
+        it; ``"skip"`` leaves such files out and records each with its reason
+        in ``cache.skipped`` (and the index). An existing cache with the same
+        manifest fingerprint is reused unless ``rebuild``; with ``on_error="raise"``
+        a reused cache must have no skipped utterances. Several manifests may
+        share one ``cache_dir`` only with different recipes; give each split
+        its own ``cache_dir``.
+        """
+        if not isinstance(recipe, FeatureRecipe):
+            raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
+        manifest_path = Path(manifest_path)
+        rows = read_manifest(manifest_path)
+        if not rows:
+            raise ValueError(f"{manifest_path}: manifest has no utterances")
+        fingerprint = manifest_fingerprint(manifest_path, rows)
+        directory = cls.directory_for(cache_dir, recipe)
+
+        if not rebuild and (directory / INDEX_NAME).is_file():
+            try:
+                existing = cls.open(cache_dir, recipe)
+            except (ValueError, OSError, KeyError) as exc:
+                logger.warning("rebuilding unusable feature cache %s: %s", directory, exc)
+            else:
+                if existing.fingerprint == fingerprint and (on_error == "skip" or not existing.skipped):
+                    logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
+                    return existing
+
+        base = manifest_path.parent
+        jobs = [
+            (i, str(row.resolved_path(base)), row.start, row.end, recipe.to_dict(), min_samples)
+            for i, row in enumerate(rows)
+        ]
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        entries: list[dict] = []
+        skipped: list[dict] = []
+        offset = 0
+        try:
+            with open(staging / FEATURES_NAME, "wb") as out:
+                for index, features, error in _run_jobs(jobs, workers, progress, manifest_path.name):
+                    row = rows[index]
+                    if error is not None:
+                        reason, detail = error
+                        if on_error == "raise":
+                            raise AudioError(jobs[index][1], reason, f"{detail} (utterance {row.utt_id!r})")
+                        skipped.append(dict(utt_id=row.utt_id, path=jobs[index][1], reason=reason, detail=detail))
+                        continue
+                    out.write(features.astype(np.float32, copy=False).tobytes())
+                    entries.append(
+                        dict(
+                            utt_id=row.utt_id,
+                            label=row.label,
+                            speaker=row.speaker,
+                            subset=row.subset,
+                            offset=offset,
+                            frames=int(features.shape[0]),
+                        )
+                    )
+                    offset += int(features.shape[0])
+            if not entries:
+                raise ValueError(f"{manifest_path}: all {len(rows)} utterances were skipped; first: {skipped[0]}")
+            index = dict(
+                format=INDEX_FORMAT,
+                key=recipe.key(),
+                recipe=recipe.to_dict(),
+                manifest=str(manifest_path.resolve()),
+                fingerprint=fingerprint,
+                total_frames=offset,
+                entries=entries,
+                skipped=skipped,
+            )
+            (staging / INDEX_NAME).write_text(json.dumps(index, indent=1), encoding="utf-8")
+            if directory.exists():
+                shutil.rmtree(directory)
+            os.replace(staging, directory)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        if skipped:
+            logger.warning(
+                "%s: skipped %d of %d utterances (%s)",
+                manifest_path,
+                len(skipped),
+                len(rows),
+                ", ".join(sorted({s["reason"] for s in skipped})),
+            )
+        logger.info("built feature cache %s: %d utterances, %d frames", directory, len(entries), offset)
+        return cls(directory, recipe, index)
+
+    # -- access -------------------------------------------------------------------------------
+
+    @property
+    def array(self) -> np.ndarray:
+        """All frames, (total_frames, n_mels) float32, memory-mapped read-only."""
+        if self._array is None:
+            self._array = np.memmap(
+                self.directory / FEATURES_NAME,
+                dtype=np.float32,
+                mode="r",
+                shape=(self.total_frames, self.recipe.n_mels),
+            )
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Features of utterance ``i``: (n_mels, frames) float32, read-only view."""
+        entry = self.entries[i]
+        return self.array[entry.offset : entry.offset + entry.frames].T
+
+    def features(self, utt_id: str) -> np.ndarray:
+        """Features of the utterance named ``utt_id``, (n_mels, frames) float32."""
+        if utt_id not in self._position:
+            raise KeyError(f"utterance {utt_id!r} is not in the cache {self.directory}")
+        return self[self._position[utt_id]]
+
+    @property
+    def utt_ids(self) -> list[str]:
+        return [e.utt_id for e in self.entries]
+
+    def subsets(self) -> list[str]:
+        """Distinct non-empty subset names, in order of first appearance."""
+        return list(dict.fromkeys(e.subset for e in self.entries if e.subset))
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers receive the cache by pickling; each reopens the memory map.
+        state = self.__dict__.copy()
+        state["_array"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureCache({str(self.directory)!r}, utterances={len(self)}, frames={self.total_frames}, "
+            f"skipped={len(self.skipped)})"
+        )
+
+
+def _run_jobs(jobs: list[tuple], workers: int, progress: bool, name: str):
+    """Yield the results of :func:`_extract_one` in job order, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc=f"features {name}", unit="utt", disable=not progress)
+    try:
+        if workers <= 1 or len(jobs) == 1:
+            for job in jobs:
+                yield _extract_one(job)
+                bar.update(1)
+            return
+        # fork where available, as torch's DataLoader does: spawn re-imports the caller's __main__,
+        # which fails for interactive sessions and stdin scripts. Workers use numpy/librosa only,
+        # never torch, so the parent's OpenMP state is not an issue.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with context.Pool(processes=min(workers, len(jobs))) as pool:
+            chunksize = max(1, len(jobs) // (workers * 8))
+            for result in pool.imap(_extract_one, jobs, chunksize=chunksize):
+                yield result
+                bar.update(1)
+    finally:
+        bar.close()
