@@ -115,6 +115,8 @@ def load_audio(
     if min_samples < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     info = audio_info(path)
+    if info.frames == 0:
+        raise AudioError(path, "empty", "the file holds no samples")
     native = info.sample_rate
     first = 0 if start is None else int(round(start * native))
     last = info.frames if end is None else int(round(end * native))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -147,8 +148,6 @@ def logmel(wave: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndar
     ``wave``: (samples,) float in [-1, 1] at ``recipe.sample_rate``.
     Returns (n_mels, frames) float32 with ``frames = recipe.num_frames(samples)``.
     """
-    import librosa
-
     wave = np.asarray(wave)
     if wave.ndim != 1:
         raise ValueError(f"logmel expects a mono waveform of shape (samples,), got {wave.shape}")
@@ -156,7 +155,20 @@ def logmel(wave: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndar
         raise ValueError("logmel got an empty waveform")
     if not np.issubdtype(wave.dtype, np.floating):
         raise TypeError(f"logmel expects a floating-point waveform, got dtype {wave.dtype}")
-    mel = librosa.feature.melspectrogram(
+    with warnings.catch_warnings():
+        # Centring pads every frame to n_fft, so inputs shorter than n_fft are fine; silence librosa's notice.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal", category=UserWarning)
+        mel = _librosa_mel(wave, recipe)
+    features = np.log(np.maximum(mel, recipe.log_floor)).astype(np.float32)
+    if recipe.cmvn:
+        features = cmvn_numpy(features, recipe.cmvn_eps)
+    return features
+
+
+def _librosa_mel(wave: np.ndarray, recipe: FeatureRecipe) -> np.ndarray:
+    import librosa
+
+    return librosa.feature.melspectrogram(
         y=wave.astype(np.float32),
         sr=recipe.sample_rate,
         n_fft=recipe.n_fft,
@@ -172,10 +184,6 @@ def logmel(wave: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndar
         htk=recipe.htk,
         norm=recipe.mel_norm,
     )
-    features = np.log(np.maximum(mel, recipe.log_floor)).astype(np.float32)
-    if recipe.cmvn:
-        features = cmvn_numpy(features, recipe.cmvn_eps)
-    return features
 
 
 class TorchLogMel(nn.Module):
