@@ -27,6 +27,10 @@ def _backend_module(backend: str):
         from jemfast.backends import torch_ref
 
         return torch_ref
+    if backend == "cpu":
+        from jemfast.backends import cpu_kernels
+
+        return cpu_kernels
     if backend == "triton":
         from jemfast.backends import triton_kernels
 
@@ -55,8 +59,8 @@ def sgld_update_op(
     backend: str,
 ) -> None:
     clamp = _clamp_pair(clamp_lo, clamp_hi)
-    if backend == "torch":
-        _backend_module("torch").sgld_update_(x, grad, rng_state, step_size, noise_std, grad_clamp, clamp)
+    if backend in ("torch", "cpu"):
+        _backend_module(backend).sgld_update_(x, grad, rng_state, step_size, noise_std, grad_clamp, clamp)
     elif backend == "triton":
         _backend_module("triton").sgld_update_forward(x, grad, rng_state, step_size, noise_std, grad_clamp, clamp)
     else:
@@ -70,8 +74,8 @@ def _(x, grad, rng_state, step_size, noise_std, grad_clamp, clamp_lo, clamp_hi, 
 
 @torch.library.custom_op("jemfast::random_", mutates_args=("out", "rng_state"))
 def random_op(out: Tensor, rng_state: Tensor, normal: bool, backend: str) -> None:
-    if backend == "triton":
-        _backend_module("triton").random_forward(out, rng_state, normal)
+    if backend in ("triton", "cpu"):
+        _backend_module(backend).random_forward(out, rng_state, normal)
         return
     # The CUDA extension has no separate random kernel: the reference is
     # graph-safe and these draws (buffer indices, re-init noise) are small.
@@ -91,9 +95,8 @@ def _(out, rng_state, normal, backend) -> None:
 
 @torch.library.custom_op("jemfast::energy_forward", mutates_args=())
 def energy_forward_op(logits: Tensor, temperature: float, backend: str) -> Tensor:
-    module = _backend_module(backend)
-    if backend == "torch":
-        return module.energy_forward(logits, temperature)
+    # torch's logsumexp is already one fused reduction on CPU: "cpu" uses the reference.
+    module = _backend_module("torch" if backend == "cpu" else backend)
     return module.energy_forward(logits, temperature).to(torch.float32)
 
 
@@ -104,7 +107,8 @@ def _(logits, temperature, backend):
 
 @torch.library.custom_op("jemfast::energy_backward", mutates_args=())
 def energy_backward_op(grad_e: Tensor, logits: Tensor, e: Tensor, temperature: float, backend: str) -> Tensor:
-    return _backend_module(backend).energy_backward(grad_e, logits, e, temperature).to(torch.float32)
+    module = _backend_module("torch" if backend == "cpu" else backend)
+    return module.energy_backward(grad_e, logits, e, temperature).to(torch.float32)
 
 
 @energy_backward_op.register_fake

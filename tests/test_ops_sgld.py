@@ -41,17 +41,26 @@ def _expected(x, grad, state, step_size, noise_std, grad_clamp=None, clamp=None)
     return y
 
 
+def _fast_backends():
+    return ["triton", "cuda"] if HAS_CUDA else ["triton", "cpu"]
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=["plain", "grad_clamp", "clamp", "both"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_triton_matches_torch_reference(shape, dtype, options):
+@pytest.mark.parametrize("backend", _fast_backends())
+def test_fast_backend_matches_torch_reference(backend, shape, dtype, options):
+    from jemfast.backends import unavailable_reason
+
     x, grad = _inputs(shape, dtype)
+    if unavailable_reason(backend, x.device) is not None:
+        pytest.skip(unavailable_reason(backend, x.device))
     offset = 2**32 - 100  # the stream crosses into the counter's high word
     s_ref = torch.tensor([17, offset], device=x.device)
     s_tri = s_ref.clone()
     x_ref, x_tri = x.clone(), x.clone()
     sgld_update_(x_ref, grad, step_size=0.3, noise_std=0.1, rng_state=s_ref, backend="torch", **options)
-    sgld_update_(x_tri, grad, step_size=0.3, noise_std=0.1, rng_state=s_tri, backend="triton", **options)
+    sgld_update_(x_tri, grad, step_size=0.3, noise_std=0.1, rng_state=s_tri, backend=backend, **options)
     # Same float32 arithmetic; an FMA or a 1-ulp noise difference can flip the last rounding.
     tol = {torch.float32: 2e-6, torch.bfloat16: 8e-3, torch.float16: 1e-3}[dtype]
     assert_close(x_tri, x_ref, rtol=tol, atol=tol, name="x")
@@ -80,7 +89,7 @@ def test_noise_statistics_of_the_update():
     assert scipy_stats.kstest((x / 0.5).numpy(), "norm").pvalue > 1e-3
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "cuda" if HAS_CUDA else "cpu"])
 def test_consecutive_calls_draw_fresh_noise_and_same_state_repeats(backend):
     dev = _device()
     state = make_rng_state(1, device=dev)
@@ -165,7 +174,7 @@ def test_unavailable_backend_says_why(monkeypatch):
 def test_backend_choice_and_environment_override(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("JEMFAST_BACKEND", raising=False)
-    assert resolve_backend(None, cpu) == "torch"
+    assert resolve_backend(None, cpu) == "cpu"  # the numba kernels
     monkeypatch.setenv("JEMFAST_BACKEND", "triton")
     assert resolve_backend(None, cpu) == "triton"  # TRITON_INTERPRET=1 in the tests
     assert resolve_backend("torch", cpu) == "torch"  # an explicit name wins

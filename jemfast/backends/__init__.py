@@ -3,12 +3,14 @@
 Backends, one module each:
 
 * ``"torch"``  - :mod:`jemfast.backends.torch_ref`, the pure-PyTorch reference; runs anywhere.
+* ``"cpu"``    - :mod:`jemfast.backends.cpu_kernels`, fused numba loops for CPU tensors
+  (the SGLD update and random fills; the energy uses torch's own fused logsumexp).
 * ``"triton"`` - :mod:`jemfast.backends.triton_kernels`; CUDA tensors, or CPU tensors
   under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
 * ``"cuda"``   - :mod:`jemfast.backends.cuda_ext`, the compiled ``csrc/`` extension; CUDA tensors.
 
-``backend=None`` picks the first available entry of :data:`AUTO_ORDER` for the
-device; the ``JEMFAST_BACKEND`` environment variable overrides that choice.
+``backend=None`` picks the first available entry of :data:`AUTO_ORDER` (CUDA) or
+:data:`AUTO_ORDER_CPU` for the device; the ``JEMFAST_BACKEND`` environment variable overrides that choice.
 Asking by name for a backend that cannot serve the tensor raises
 :class:`BackendUnavailableError` saying why. Nothing here touches
 ``torch.cuda`` or imports triton at import time.
@@ -21,13 +23,17 @@ import os
 
 import torch
 
-BACKENDS = ("torch", "triton", "cuda")
+BACKENDS = ("torch", "cpu", "triton", "cuda")
 
 # Order tried for backend=None on a CUDA device. Both fused backends move the
 # same bytes (12 per fp32 element for SGLD); the compiled extension goes first
-# because it has no JIT/launch overhead in eager mode. CPU tensors always use
-# "torch": the Triton interpreter is orders of magnitude slower.
+# because it has no JIT/launch overhead in eager mode. Neither order has been
+# measured on a GPU yet: benchmarks/bench_sgld_update.py decides it.
 AUTO_ORDER = ("cuda", "triton", "torch")
+# On CPU the numba kernels beat the reference's ~150 tensor passes for the noise by
+# about 100x (393k elements: 12 ms against 1.5 s, side by side on the 2-core CI
+# machine); the Triton interpreter is never chosen automatically.
+AUTO_ORDER_CPU = ("cpu", "torch")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -56,6 +62,12 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     """Why ``backend`` cannot run on ``device``, or None when it can."""
     if backend == "torch":
         return None
+    if backend == "cpu":
+        if device.type != "cpu":
+            return f"the numba CPU kernels need CPU tensors (got a {device.type} tensor)"
+        if importlib.util.find_spec("numba") is None:
+            return "numba is not installed (it comes with librosa: pip install numba)"
+        return None
     if backend == "triton":
         return triton_unavailable_reason(device)
     if backend == "cuda":
@@ -83,9 +95,7 @@ def resolve_backend(requested: str | None, device: torch.device) -> str:
         if reason is not None:
             raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
         return name
-    if device.type != "cuda":
-        return "torch"
-    for candidate in AUTO_ORDER:
+    for candidate in AUTO_ORDER if device.type == "cuda" else AUTO_ORDER_CPU:
         if unavailable_reason(candidate, device) is None:
             return candidate
     return "torch"

@@ -62,7 +62,7 @@ def _draw(rng_state: torch.Tensor, shape, normal: bool, backend: str | None) -> 
         raise ValueError(f"shape must be non-negative, got {tuple(shape)}")
     out = torch.empty(shape, dtype=torch.float32, device=rng_state.device)
     name = resolve_backend(backend, rng_state.device)
-    torch.ops.jemfast.random_(out, rng_state, normal, "triton" if name == "triton" else "torch")
+    torch.ops.jemfast.random_(out, rng_state, normal, name if name in ("triton", "cpu") else "torch")
     return out
 
 

@@ -57,7 +57,7 @@ def sgld_update_(
             :func:`jemfast.ops.make_rng_state`); advanced in place.
         grad_clamp: if given (> 0), the gradient is clipped to [-grad_clamp, grad_clamp].
         clamp: optional ``(lo, hi)`` bounds the result is clipped to.
-        backend: "torch", "triton" or "cuda"; None picks the fastest available
+        backend: "torch", "cpu", "triton" or "cuda"; None picks the fastest available
             (``$JEMFAST_BACKEND`` overrides).
 
     Returns:
