@@ -15,8 +15,10 @@ How an utterance is made (all at 16 kHz, see :func:`synthesize`):
 3. **Filter.** Both sources are cut into 32 ms frames (sqrt-Hann window, 16 ms
    hop, perfect overlap-add) and shaped in the frequency domain: the voiced
    part by a sum of four formant resonances (coarticulated: formant tracks
-   are smoothed across frames), scaled by the speaker's vocal-tract factor and
-   a spectral tilt; the noise by the fricative band in consonants and by the
+   are smoothed across frames), scaled by the speaker's vocal-tract factor,
+   with an extra spectral tilt (dB/octave above 100 Hz, on top of the
+   sawtooth's -6 dB/octave, which stands for glottal source plus lip
+   radiation); the noise by the fricative band in consonants and by the
    formant envelope times a breathiness factor in vowels (aspiration).
 4. **Channel.** The speech is scaled to a loudness, and background noise is
    added at a random signal-to-noise ratio between 8 and 30 dB; samples are
@@ -267,14 +269,14 @@ def _language_classes() -> list[dict]:
     return classes
 
 
-# (f0 factor, f0 range st, rate factor, tilt dB/oct, breathiness, jitter, loudness dB, final rise st)
+# (f0 factor, f0 range st, rate factor, extra tilt dB/oct, breathiness, jitter, loudness dB, final rise st)
 _EMOTION_PROFILES = {
-    "angry": (1.30, 6.0, 1.10, -3.0, 0.05, 0.020, 5.0, -1.0),
-    "fear": (1.35, 3.0, 1.15, -8.0, 0.25, 0.040, -2.0, 0.5),
-    "happy": (1.25, 7.0, 1.05, -5.0, 0.08, 0.015, 3.0, 1.0),
-    "neutral": (1.00, 3.0, 1.00, -7.0, 0.08, 0.010, 0.0, -0.5),
-    "sad": (0.90, 2.0, 0.80, -10.0, 0.18, 0.015, -5.0, -1.5),
-    "surprise": (1.30, 8.0, 1.00, -5.0, 0.08, 0.010, 2.0, 5.0),
+    "angry": (1.30, 6.0, 1.10, 1.5, 0.05, 0.020, 5.0, -1.0),
+    "fear": (1.35, 3.0, 1.15, -2.0, 0.25, 0.040, -2.0, 0.5),
+    "happy": (1.25, 7.0, 1.05, 0.0, 0.08, 0.015, 3.0, 1.0),
+    "neutral": (1.00, 3.0, 1.00, -1.0, 0.08, 0.010, 0.0, -0.5),
+    "sad": (0.90, 2.0, 0.80, -4.0, 0.18, 0.015, -5.0, -1.5),
+    "surprise": (1.30, 8.0, 1.00, 0.0, 0.08, 0.010, 2.0, 5.0),
 }
 
 
@@ -315,7 +317,7 @@ def _draw_params(task: str, cls: int, speaker: _Speaker, duration: float, rng: n
             f0_range=float(rng.uniform(2.0, 6.0)),
             rate=lang["rate"] * spread(0.0, 0.15),
             vocal_tract=speaker.vocal_tract,
-            tilt_db=float(rng.normal(-6.0, 1.5)),
+            tilt_db=float(rng.normal(-1.0, 1.0)),
             breathiness=float(rng.uniform(0.02, 0.15)),
             jitter=float(rng.uniform(0.005, 0.02)),
             loudness_db=float(rng.normal(0.0, 3.0)),
@@ -335,7 +337,7 @@ def _draw_params(task: str, cls: int, speaker: _Speaker, duration: float, rng: n
             f0_range=f0_range * spread(0.0, 0.35),
             rate=4.5 * ratex * spread(0.0, 0.15),
             vocal_tract=speaker.vocal_tract,
-            tilt_db=tilt + float(rng.normal(0.0, 2.0)),
+            tilt_db=tilt + float(rng.normal(0.0, 1.5)),
             breathiness=max(0.0, breath + float(rng.normal(0.0, 0.06))),
             jitter=max(0.002, jit * spread(0.0, 0.4)),
             loudness_db=loud + float(rng.normal(0.0, 3.0)),
@@ -354,7 +356,7 @@ def _draw_params(task: str, cls: int, speaker: _Speaker, duration: float, rng: n
         f0_range=float(rng.uniform(2.0, 5.0)),
         rate=voice["rate"],
         vocal_tract=voice["vocal_tract"],
-        tilt_db=float(rng.normal(-6.0 - 0.3 * (speaker.age - 18.0) / 10.0, 1.5)),
+        tilt_db=float(rng.normal(-1.0 - 0.3 * (speaker.age - 18.0) / 10.0, 1.0)),
         breathiness=voice["breathiness"],
         jitter=voice["jitter"],
         loudness_db=float(rng.normal(0.0, 3.0)),
