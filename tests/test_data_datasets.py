@@ -23,7 +23,13 @@ def cache(tmp_path):
     rng = np.random.default_rng(1)
     rows = []
     # frames = 1 + samples // 160: 0.5 s -> 51, 1.0 s -> 101, 3.0 s -> 301
-    spec = [("a0", "a", "1s", 1.0), ("a1", "a", "3s", 3.0), ("b0", "b", "1s", 1.0), ("b1", "b", "full", 0.5), ("b2", "b", "1s", 1.0)]
+    spec = [
+        ("a0", "a", "1s", 1.0),
+        ("a1", "a", "3s", 3.0),
+        ("b0", "b", "1s", 1.0),
+        ("b1", "b", "full", 0.5),
+        ("b2", "b", "1s", 1.0),
+    ]
     for utt, label, subset, seconds in spec:
         sf.write(tmp_path / f"{utt}.wav", (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
         rows.append(ManifestRow(utt, f"{utt}.wav", label, "s", subset, seconds))

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 from helpers import assert_close
 
 from jemfast.data.features import FeatureRecipe, TorchLogMel, logmel
@@ -110,3 +111,18 @@ def test_bad_inputs_raise():
         module(torch.zeros(1000))
     with pytest.raises(ValueError, match="lengths"):
         module(torch.zeros(2, 1000), torch.tensor([1000, 1001]))
+
+
+@requires_cuda
+def test_cuda_matches_librosa():
+    recipe = FeatureRecipe()
+    lengths = [16000, 7001]
+    waves = [speech_like(n, seed=10 + i) for i, n in enumerate(lengths)]
+    batch = torch.zeros(2, max(lengths))
+    for i, wave in enumerate(waves):
+        batch[i, : len(wave)] = torch.from_numpy(wave)
+    module = TorchLogMel(recipe).cuda()
+    out = module(batch.cuda(), torch.tensor(lengths, device="cuda")).cpu()
+    for i, wave in enumerate(waves):
+        expected = torch.from_numpy(logmel(wave, recipe))
+        assert_close(out[i, :, : expected.shape[1]], expected, rtol=0, atol=1e-4, name=f"cuda item {i}")

@@ -91,9 +91,8 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
         return wave.astype(np.float32, copy=False)
     import librosa
 
-    return librosa.resample(wave.astype(np.float32), orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq").astype(
-        np.float32
-    )
+    resampled = librosa.resample(wave.astype(np.float32), orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq")
+    return resampled.astype(np.float32)
 
 
 def load_audio(

@@ -142,7 +142,9 @@ class EqualLengthBatchSampler(Sampler[list[int]]):
         for i in range(len(dataset)):
             groups[dataset.frames(i)].append(i)
         self.batches = [
-            members[k : k + batch_size] for _, members in sorted(groups.items()) for k in range(0, len(members), batch_size)
+            members[k : k + batch_size]
+            for _, members in sorted(groups.items())
+            for k in range(0, len(members), batch_size)
         ]
 
     def __iter__(self) -> Iterator[list[int]]:

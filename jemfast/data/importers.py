@@ -166,7 +166,8 @@ def read_kaldi_dir(
         if total is None:
             continue
         if start is not None and end is not None and (end > total + 0.01 or end <= start):
-            error = AudioError(recordings[rec], "bad_segment", f"segment {utt!r} [{start}, {end}] s of a {total:.3f} s file")
+            detail = f"segment {utt!r} [{start}, {end}] s of a {total:.3f} s file"
+            error = AudioError(recordings[rec], "bad_segment", detail)
             if on_error == "raise":
                 raise error
             report.skipped.append((str(recordings[rec]), error.reason))
@@ -293,7 +294,9 @@ def import_casia(
     """
     _check_on_error(on_error)
     if not (0 <= dev_fraction < 1 and 0 <= test_fraction < 1 and dev_fraction + test_fraction < 1):
-        raise ValueError(f"need 0 <= dev_fraction, test_fraction and their sum < 1, got {dev_fraction}, {test_fraction}")
+        raise ValueError(
+            f"need 0 <= dev_fraction, test_fraction and their sum < 1, got {dev_fraction}, {test_fraction}"
+        )
     root, out_dir = Path(root), Path(out_dir)
     speakers = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not speakers:
@@ -315,7 +318,8 @@ def import_casia(
             emotion = CASIA_FOLDER_TO_EMOTION.get(folder.name.lower())
             if emotion is None:
                 raise ValueError(
-                    f"{folder}: unknown emotion folder {folder.name!r}; expected one of {sorted(CASIA_FOLDER_TO_EMOTION)}"
+                    f"{folder}: unknown emotion folder {folder.name!r}; "
+                    f"expected one of {sorted(CASIA_FOLDER_TO_EMOTION)}"
                 )
             rows = []
             for wav in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
@@ -439,7 +443,8 @@ def import_voxceleb_age(
             for spk in speakers[start : start + count]:
                 assignment[spk] = split
             start += count
-        return {s: [r for r in records if assignment.get(r["VoxCeleb_ID"], "train") == s] for s in ("train", *fractions)}
+        splits = ("train", *fractions)
+        return {s: [r for r in records if assignment.get(r["VoxCeleb_ID"], "train") == s] for s in splits}
 
     if "all" in lists:
         lists = split_speakers(lists["all"], {"test": test_fraction, "dev": dev_fraction})
@@ -454,7 +459,9 @@ def import_voxceleb_age(
             try:
                 age = float(record["speaker_age"])
             except ValueError:
-                raise ValueError(f"speaker_age must be a number of years, got {record['speaker_age']!r} in {record}") from None
+                raise ValueError(
+                    f"speaker_age must be a number of years, got {record['speaker_age']!r} in {record}"
+                ) from None
             speaker, video = record["VoxCeleb_ID"].strip(), record["video_id"].strip()
             files = _videos_audio(wav_root, speaker, video)
             if not files:

@@ -381,7 +381,9 @@ def class_names(task: str, age_boundaries: tuple[int, ...] = DEFAULT_AGE_BOUNDAR
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def _speakers(task: str, split: str, cls: int, count: int, seed: int, age_boundaries: tuple[int, ...]) -> list[_Speaker]:
+def _speakers(
+    task: str, split: str, cls: int, count: int, seed: int, age_boundaries: tuple[int, ...]
+) -> list[_Speaker]:
     split_id = SPLITS.index(split)
     if task == "emotion":
         # CASIA-like: the same four speakers (2 female, 2 male) speak every emotion in every split.
@@ -435,7 +437,9 @@ def generate_corpus(
         raise ValueError(f"train_seconds must be (low, high) with 0.1 <= low <= high, got {train_seconds}")
     age_boundaries = tuple(int(b) for b in age_boundaries)
     if task == "age" and not (len(age_boundaries) >= 1 and 18 < age_boundaries[0] and age_boundaries[-1] < 80):
-        raise ValueError(f"age_boundaries must lie strictly between 18 and 80 for the synthetic corpus, got {age_boundaries}")
+        raise ValueError(
+            f"age_boundaries must lie strictly between 18 and 80 for the synthetic corpus, got {age_boundaries}"
+        )
     classes = class_names(task, age_boundaries)
 
     root = Path(out_dir)
