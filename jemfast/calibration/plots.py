@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .metrics import _bin_stats, _check_n_bins, _resolve, bin_edges
-from .predictions import Predictions
+from .predictions import as_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +192,6 @@ def training_curves(metrics_jsonl_path: str | os.PathLike, path: str | os.PathLi
     return _save(fig, path)
 
 
-def _as_predictions(preds, name: str) -> Predictions:
-    if isinstance(preds, Predictions):
-        return preds
-    if isinstance(preds, (str, os.PathLike)):
-        return Predictions.load(preds)
-    raise TypeError(f"{name} must be a Predictions or a path to a .npz file, got {type(preds).__name__}")
-
 
 def compare_reliability(
     softmax_preds, energy_preds, path: str | os.PathLike, n_bins: int = 15,
@@ -211,7 +204,7 @@ def compare_reliability(
     """
     path = _check_path(path)
     _check_n_bins(n_bins)
-    panels = [_as_predictions(softmax_preds, "softmax_preds"), _as_predictions(energy_preds, "energy_preds")]
+    panels = [as_predictions(softmax_preds, "softmax_preds"), as_predictions(energy_preds, "energy_preds")]
     fig, axes = _new_figure(9.0, 4.5, ncols=2)
     for ax, preds, title in zip(axes, panels, titles):
         y, p, _ = _resolve(preds.labels, preds.logits, None)

@@ -109,3 +109,12 @@ class Predictions:
                 raise ValueError(f"{path} lacks the arrays {sorted(missing)}; found {data.files}")
             subsets = data["subsets"] if "subsets" in data.files else None
             return cls(data["logits"], data["labels"], subsets)
+
+
+def as_predictions(preds, name: str = "predictions") -> "Predictions":
+    """``preds`` itself when it is a Predictions, else loaded from a ``.npz`` path."""
+    if isinstance(preds, Predictions):
+        return preds
+    if isinstance(preds, (str, os.PathLike)):
+        return Predictions.load(preds)
+    raise TypeError(f"{name} must be a Predictions or a path to a .npz file, got {type(preds).__name__}")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .metrics import bootstrap_ci, evaluate_logits, expected_calibration_error
-from .predictions import Predictions
+from .predictions import Predictions, as_predictions
 from .scalers import Calibrator, LogisticScaling, TemperatureScaling
 
 logger = logging.getLogger(__name__)
@@ -27,13 +27,6 @@ METHODS = ("softmax", "softmax + TS", "softmax + LS", "energy", "energy + TS")
 ALL_SUBSETS = "all"
 RUN_KEYS = ("softmax_dev", "softmax_test", "energy_dev", "energy_test")
 
-
-def _as_predictions(preds, name: str) -> Predictions:
-    if isinstance(preds, Predictions):
-        return preds
-    if isinstance(preds, (str, os.PathLike)):
-        return Predictions.load(preds)
-    raise TypeError(f"{name} must be a Predictions or a path to a .npz file, got {type(preds).__name__}")
 
 
 def _rows_for(
@@ -91,7 +84,7 @@ def compare_models(
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be a non-negative int, got {n_bootstrap!r}")
     named = dict(zip(RUN_KEYS, (softmax_dev, softmax_test, energy_dev, energy_test)))
-    preds = {key: _as_predictions(value, key) for key, value in named.items()}
+    preds = {key: as_predictions(value, key) for key, value in named.items()}
     for model in ("softmax", "energy"):
         dev, test = preds[f"{model}_dev"], preds[f"{model}_test"]
         if dev.n_classes != test.n_classes:
