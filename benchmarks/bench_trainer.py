@@ -25,6 +25,7 @@ import time
 import common
 import torch
 import torch.nn.functional as F
+from jem_reference import ReferenceSampleQ
 
 common.ensure_repo_importable()
 
@@ -37,32 +38,9 @@ from jemfast.train import JEMTrainer  # noqa: E402
 class ReferenceIteration:
     """One JEM reference training iteration (unconditional sample_q, CPU buffer, eager fp32)."""
 
-    def __init__(self, model, optimizer, sample_shape, buffer_size, n_steps, device,
-                 sgld_lr=1.0, sgld_std=0.01, reinit_freq=0.05):
-        self.model, self.optimizer, self.device = model, optimizer, device
-        self.n_steps, self.sgld_lr, self.sgld_std, self.reinit_freq = n_steps, sgld_lr, sgld_std, reinit_freq
-        self.sample_shape = tuple(sample_shape)
-        self.buffer = torch.empty(buffer_size, *self.sample_shape).uniform_(-1, 1)
-
-    def _initial_samples(self, batch_size):
-        idx = torch.randint(0, self.buffer.shape[0], (batch_size,))
-        fresh = torch.empty(batch_size, *self.sample_shape).uniform_(-1, 1)
-        reinit = (torch.rand(batch_size) < self.reinit_freq).float().view(-1, *([1] * len(self.sample_shape)))
-        start = reinit * fresh + (1 - reinit) * self.buffer[idx]
-        return start.to(self.device), idx
-
-    def sample_q(self, batch_size):
-        self.model.eval()
-        x, idx = self._initial_samples(batch_size)
-        x.requires_grad_(True)
-        for _ in range(self.n_steps):
-            log_px = torch.logsumexp(self.model(x), 1).sum()
-            grad = torch.autograd.grad(log_px, [x], retain_graph=True)[0]
-            x.data += self.sgld_lr * grad + self.sgld_std * torch.randn_like(x)
-        self.model.train()
-        x = x.detach()
-        self.buffer[idx] = x.cpu()
-        return x
+    def __init__(self, model, optimizer, sample_shape, buffer_size, n_steps, device):
+        self.model, self.optimizer = model, optimizer
+        self.sample_q = ReferenceSampleQ(model, sample_shape, buffer_size, n_steps, device)
 
     def step(self, x, y):
         x_q = self.sample_q(x.shape[0])
