@@ -184,3 +184,25 @@ def test_bfloat16_autocast_on_cpu_trains():
     first = trainer.step(x[:32], y[:32])
     second = trainer.step(x[32:], y[32:])
     assert math.isfinite(first["loss"]) and math.isfinite(second["e_gap"])
+
+
+def test_batch_norm_models_normalise_data_and_samples_separately():
+    """With batch norm (JEM++ / SADA-JEM models) the data's logits must not depend on the samples."""
+    from jemfast.sampling import ReplayBuffer, SGLDSampler
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    sampler = SGLDSampler(model, ReplayBuffer((2,), size=32, seed=0), n_steps=1, seed=0)
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), sampler=sampler, progress=False)
+    assert trainer.joint_forward is False
+    x, y = torch.randn(6, 2), torch.randint(0, 3, (6,))
+    seen.clear()
+    trainer.step(x, y)
+    # the sampler's chain forwards are 6 wide too, so look at the last two forwards: data, then samples
+    assert seen[-2:] == [6, 6]
+    plain = nn.Sequential(nn.Linear(2, 3))
+    assert JEMTrainer(plain, torch.optim.SGD(plain.parameters(), lr=0.01), progress=False).joint_forward is True
+    with pytest.raises(ValueError, match="joint_forward"):
+        JEMTrainer(plain, torch.optim.SGD(plain.parameters(), lr=0.01), joint_forward="yes")

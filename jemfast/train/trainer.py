@@ -3,7 +3,7 @@
 One iteration (``JEMTrainer.step``)::
 
     x_neg = sampler.sample(B)                         # SGLD from the replay buffer, detached
-    logits = model(cat[x, x_neg])                     # one forward, one backward, one all-reduce
+    logits = model(cat[x, x_neg])                     # one forward (two with batch norm)
     E = energy(logits, T)                             # E = -T logsumexp(logits / T)
     loss = p_y_weight * CE(logits[:B], y)
          + p_x_weight * (mean E[:B] - mean E[B:])
@@ -12,7 +12,8 @@ One iteration (``JEMTrainer.step``)::
 followed by the optimizer (and step-wise scheduler) step. With ``p_x_weight=0`` no
 sampling runs and the same code trains a plain softmax classifier, the paper's baseline.
 Data and samples share one forward so DDP sees a single forward/backward per step;
-batch-norm layers therefore see both in one batch.
+a model with batch-norm layers gets two forwards instead (``joint_forward``), so data
+and samples are normalised with their own batch statistics, as in the references.
 
 Host syncs happen only every ``sync_every`` steps: then step records are written,
 the divergence guard checks its flag and the progress display updates.
@@ -97,6 +98,10 @@ class JEMTrainer:
             CPU tensors only (``fit`` checks every batch before moving it to the device), True
             always (a host sync per step on a GPU), False never.
         progress: force (True) or suppress (False) the tqdm bar; None uses it on a terminal.
+        joint_forward: run data and samples through the model as one batch (one forward,
+            one backward). None (default) does so unless the model has batch-norm layers:
+            then data and samples go through separate forwards, so each is normalised with
+            its own batch statistics, as in the JEM++ and SADA-JEM references.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class JEMTrainer:
         seed: int = 0,
         check_values: bool | str = "auto",
         progress: bool | None = None,
+        joint_forward: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -180,6 +186,11 @@ class JEMTrainer:
         self.sampler_options = dict(sampler_options or {})
         self.seed = int(seed)
         self.check_values = check_values
+        if joint_forward not in (None, True, False):
+            raise ValueError(f"joint_forward must be True, False or None, got {joint_forward!r}")
+        if joint_forward is None:
+            joint_forward = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
+        self.joint_forward = joint_forward
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
@@ -228,6 +239,7 @@ class JEMTrainer:
             "amp_dtype": str(self.amp_dtype) if self.amp_dtype is not None else None,
             "grad_clip": self.grad_clip,
             "temperature": self.temperature,
+            "joint_forward": self.joint_forward,
             "n_classes": self.n_classes,
             "device": str(self.device),
             "world_size": self.world_size,
@@ -361,16 +373,22 @@ class JEMTrainer:
         t_start = self._clock.mark()
         t_sampled = None
         batch = x.shape[0]
+        x_neg = None
         if self.uses_sampling:
-            x_neg = self.sampler.sample(batch)
+            x_neg = self.sampler.sample(batch).to(x.dtype)
             t_sampled = self._clock.mark()
-            inputs = torch.cat([x, x_neg.to(x.dtype)], 0)
-        else:
-            inputs = x
 
         self.model.train()
         with self._autocast():
-            logits_all = self.model(inputs)
+            if x_neg is None:
+                logits_all = self.model(x)
+            elif self.joint_forward:
+                logits_all = self.model(torch.cat([x, x_neg], 0))
+            else:
+                # The samples' forward goes through the unwrapped module: under DDP the
+                # gradients of both forwards meet in each parameter's accumulator before
+                # its all-reduce hook fires, so one backward still syncs once.
+                logits_all = torch.cat([self.model(x), self.module(x_neg)], 0)
         logits_all = logits_all.float()
         logits = logits_all[:batch]
         ce = F.cross_entropy(logits, y)
