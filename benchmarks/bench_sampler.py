@@ -8,6 +8,7 @@ draw, n_steps of forward + input gradient + update, write-back) for:
   (b) eager      - jemfast SGLDSampler without CUDA graphs, fp32
   (c) graph      - jemfast with the chain captured in a CUDA graph (GPU only)
   (d) graph+bf16 - (c) plus bf16 autocast and a channels_last model (GPU only)
+  (e) eager+cl   - (b) with a channels_last model (oneDNN's preferred layout on CPU)
 
 and reports sample-steps per second (batch * n_steps / seconds), the speed-up over
 (a), and the achieved FLOP rate: FLOPs of one chain step are counted with
@@ -22,6 +23,7 @@ cores) to give the fraction of the compute floor reached.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import common
 import torch
@@ -115,8 +117,12 @@ def bench_config(name, cfg, device, n_steps, variants):
     if device.type == "cuda" and "graph" in variants:
         sampler = SGLDSampler.preset("jem", model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=True, seed=0)
         record("graph", lambda: sampler.sample(batch), "fp32")
+    if "eager_cl" in variants:
+        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        sampler = SGLDSampler.preset("jem", cl_model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=False, seed=0)
+        record("eager_cl", lambda: sampler.sample(batch), "fp32")
     if device.type == "cuda" and "graph_bf16" in variants:
-        fast_model = model.to(memory_format=torch.channels_last)
+        fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         sampler = SGLDSampler.preset(
             "jem", fast_model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=True,
             amp_dtype=torch.bfloat16, seed=0,
@@ -133,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configs", nargs="+", default=None, choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=None, help="SGLD steps per call (default 50 on GPU, 3 on CPU)")
-    parser.add_argument("--variants", nargs="+", default=["reference", "eager", "graph", "graph_bf16"])
+    parser.add_argument("--variants", nargs="+", default=["reference", "eager", "eager_cl", "graph", "graph_bf16"])
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

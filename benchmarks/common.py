@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import json
+import os
 import platform
 import re
 import sys
@@ -44,7 +45,19 @@ def device_name(device: torch.device | str | None = None) -> str:
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
+    return _cpu_model_name() or platform.processor() or platform.machine() or "cpu"
+
+
+def _cpu_model_name() -> str | None:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), with the core count."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        return None
+    return None
 
 
 def device_slug(device: torch.device | str | None = None) -> str:
