@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,8 @@ INIT_CHOICES = ("uniform", "normal", "class_gaussian")
 # Buffer initialisation per method when sampling.init is null (see the module docstring).
 DEFAULT_INIT = {"jem": "normal", "jempp": "class_gaussian", "sadajem": "normal"}
 CONFIG_NAME = "config.yaml"
+# YAML 1.1 (PyYAML) reads exponents without a dot, such as 5e-4, as strings.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -298,6 +301,8 @@ def _check_value(section: str, key: str, value: Any, field: Field) -> Any:
         raise ConfigError(f"{name} must not be null")
     expected = field.types
     if float in expected and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if float in expected and isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
         value = float(value)
     if isinstance(value, bool) and bool not in expected:
         raise ConfigError(f"{name} must be {_type_words(field)}, got the boolean {value!r}")

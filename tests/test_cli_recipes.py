@@ -1,0 +1,194 @@
+"""Recipes: packaged configs, schema validation, overrides and the objects a config builds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from jemfast.recipes import (
+    DEFAULTS,
+    METHODS,
+    SCHEMA,
+    ConfigError,
+    apply_overrides,
+    build_model,
+    build_sampler,
+    buffer_init,
+    load_config,
+    parse_override,
+    recipe_names,
+    save_config,
+    validate_config,
+)
+
+
+def test_packaged_recipes_are_the_papers_setting():
+    assert {"age", "emotion", "language", "demo"} <= set(recipe_names())
+    for task, chunk in (("age", 320), ("emotion", 192), ("language", 192)):
+        config = load_config(task)
+        assert config["task"]["name"] == task
+        assert config["data"]["chunk_frames"] == chunk
+        assert config["data"]["n_mels"] == 32
+        assert (config["model"]["depth"], config["model"]["width"]) == (28, 5)
+        assert config["sampling"]["n_steps"] == 50
+        assert config["sampling"]["buffer_size"] == 10000
+        assert config["sampling"]["pyld_lr"] == 0.2
+        train = config["train"]
+        assert (train["lr"], train["warmup_steps"], train["milestones"], train["gamma"], train["epochs"]) == (
+            0.1, 1000, [40, 80, 120], 0.2, 150
+        )
+
+
+def test_packaged_recipes_state_every_key():
+    # The recipes double as documentation, so none may silently rely on a default.
+    from importlib import resources
+
+    for name in recipe_names():
+        text = (resources.files("jemfast") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        for section, fields in SCHEMA.items():
+            assert set(data[section]) == set(fields), (name, section)
+
+
+def test_defaults_validate_and_schema_covers_them():
+    config = validate_config(DEFAULTS)
+    assert config == DEFAULTS
+    assert set(DEFAULTS) == set(SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train.epochs=3", ("train", "epochs", 3)),
+        ("model.norm=null", ("model", "norm", None)),
+        ("train.milestones=[2, 4]", ("train", "milestones", [2, 4])),
+        ("train.lr=0.01", ("train", "lr", 0.01)),
+        ("data.dir=/a/b=c", ("data", "dir", "/a/b=c")),
+    ],
+)
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train.epochs", "section.key=value"),
+        ("epochs=3", "section.key"),
+        ("training.epochs=3", "unknown section 'training'"),
+        ("train.epoch=3", "unknown key train.epoch"),
+        ("train.milestones={a: 1}", "scalar or a list"),
+    ],
+)
+def test_bad_overrides_name_the_problem(text, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("{", r"\{")):
+        parse_override(text)
+
+
+def test_overrides_apply_and_numbers_are_accepted_for_floats():
+    config = load_config("demo", ["train.epochs=3", "model.width=2", "train.lr=1", "train.weight_decay=5e-4"])
+    assert config["train"]["epochs"] == 3 and config["model"]["width"] == 2
+    assert config["train"]["lr"] == 1.0 and isinstance(config["train"]["lr"], float)
+    assert config["train"]["weight_decay"] == 5e-4
+    untouched = load_config("demo")
+    assert untouched["train"]["epochs"] != 3
+    assert apply_overrides(untouched, ["train.seed=5"])["train"]["seed"] == 5
+    assert untouched["train"]["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.epochs=two", "train.epochs must be an integer"),
+        ("train.epochs=0", "train.epochs must be >= 1"),
+        ("train.epochs=true", "train.epochs must be an integer, got the boolean"),
+        ("train.epochs=1.5", "train.epochs must be an integer"),
+        ("train.method=adam", "train.method must be one of softmax, jem, jempp, sadajem"),
+        ("model.depth=12", "model.depth must be 10, 16, 22, 28"),
+        ("model.norm=layer", "model.norm must be one of batch, group"),
+        ("train.milestones=[4, 2]", "train.milestones must be increasing"),
+        ("train.milestones=[a]", "train.milestones must be a list of int"),
+        ("train.device=tpu", "train.device must be auto, cpu, cuda"),
+        ("sampling.init=zeros", "sampling.init must be one of uniform, normal, class_gaussian"),
+        ("sampling.reinit_freq=2", "sampling.reinit_freq must be <= 1.0"),
+        ("sampling.buffer_size=4", r"sampling.buffer_size \(4\) must be at least data.batch_size \(32\)"),
+        ("train.lr=null", "train.lr must not be null"),
+    ],
+)
+def test_bad_values_name_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("demo", [override])
+
+
+def test_unknown_keys_in_files_are_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key train.learning_rate"):
+        load_config(path)
+    path.write_text("optimiser:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown section 'optimiser'"):
+        load_config(path)
+    path.write_text("train: [1, 2]\n")
+    with pytest.raises(ConfigError, match="section 'train' must be a mapping"):
+        load_config(path)
+    path.write_text("train: {epochs: 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_partial_file_merges_over_defaults(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("task: {name: mine}\ntrain: {epochs: 2}\n")
+    config = load_config(path)
+    assert config["task"]["name"] == "mine" and config["train"]["epochs"] == 2
+    assert config["model"] == DEFAULTS["model"]
+
+
+def test_missing_recipe_and_unknown_method():
+    with pytest.raises(ConfigError, match="neither a file nor a packaged recipe; recipes: age, demo"):
+        load_config("no-such-recipe")
+    with pytest.raises(ConfigError, match="unknown method 'ebm'"):
+        load_config("demo", method="ebm")
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    config = load_config("language", ["train.epochs=7", "data.dir=/data/x"])
+    path = save_config(config, tmp_path / "run" / "config.yaml")
+    assert load_config(path) == config
+    assert list(yaml.safe_load(path.read_text())) == list(SCHEMA)
+
+
+def test_buffer_init_per_method():
+    assert buffer_init(load_config("demo", method="jem")) == "normal"
+    assert buffer_init(load_config("demo", method="sadajem")) == "normal"
+    assert buffer_init(load_config("demo", method="jempp")) == "class_gaussian"
+    assert buffer_init(load_config("demo", ["sampling.init=uniform"], method="jempp")) == "uniform"
+    with pytest.raises(ConfigError, match="softmax"):
+        buffer_init(load_config("demo", method="softmax"))
+
+
+def test_build_model_follows_the_config():
+    model = build_model(load_config("demo", ["model.width=2"]), n_classes=6)
+    assert (model.depth, model.width, model.num_classes) == (10, 2, 6)
+    assert model(torch.zeros(2, 1, 32, 16)).shape == (2, 6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_build_sampler_uses_the_preset_and_recipe_steps(method):
+    config = load_config("demo", ["sampling.n_steps=3", "sampling.buffer_size=40"], method=method)
+    model = build_model(config, n_classes=3)
+    x = torch.randn(12, 1, 4, 8)
+    y = torch.arange(12) % 3
+    sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
+    if method == "softmax":
+        assert sampler is None
+        return
+    assert sampler.n_steps == 3
+    assert sampler.buffer.size == 40 and sampler.buffer.init == buffer_init(config)
+    assert sampler.method == ("pyld" if method == "jempp" else "sgld")
+    if method == "jempp":
+        assert sampler.pyld_lr == 0.2
+        assert torch.allclose(sampler.buffer.init_mean[1], x[y == 1].mean(0))
+    samples = sampler.sample(5)
+    assert samples.shape == (5, 1, 4, 8) and torch.isfinite(samples).all()
