@@ -21,6 +21,7 @@ each end, so an utterance of L samples has ``1 + L // hop`` frames.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import warnings
@@ -112,11 +113,16 @@ class FeatureRecipe:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=8)
 def mel_filters(recipe: FeatureRecipe) -> np.ndarray:
-    """Mel filter bank (n_mels, n_fft // 2 + 1) float32, as librosa builds it."""
+    """Mel filter bank (n_mels, n_fft // 2 + 1) float32, as librosa builds it.
+
+    Cached per recipe (building it costs more than a 3 s utterance's STFT); the
+    returned array is read-only.
+    """
     import librosa
 
-    return librosa.filters.mel(
+    basis = librosa.filters.mel(
         sr=recipe.sample_rate,
         n_fft=recipe.n_fft,
         n_mels=recipe.n_mels,
@@ -125,6 +131,8 @@ def mel_filters(recipe: FeatureRecipe) -> np.ndarray:
         htk=recipe.htk,
         norm=recipe.mel_norm,
     ).astype(np.float32)
+    basis.flags.writeable = False
+    return basis
 
 
 def analysis_window(recipe: FeatureRecipe) -> np.ndarray:
@@ -166,24 +174,20 @@ def logmel(wave: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndar
 
 
 def _librosa_mel(wave: np.ndarray, recipe: FeatureRecipe) -> np.ndarray:
+    """Mel power spectrogram: librosa's STFT and filter bank (what melspectrogram computes)."""
     import librosa
 
-    return librosa.feature.melspectrogram(
-        y=wave.astype(np.float32),
-        sr=recipe.sample_rate,
+    spectrum = librosa.stft(
+        wave.astype(np.float32),
         n_fft=recipe.n_fft,
         hop_length=recipe.hop_length,
         win_length=recipe.win_length,
         window=recipe.window,
         center=recipe.center,
         pad_mode="constant",
-        power=2.0,
-        n_mels=recipe.n_mels,
-        fmin=recipe.fmin,
-        fmax=recipe.fmax,
-        htk=recipe.htk,
-        norm=recipe.mel_norm,
     )
+    power = spectrum.real**2 + spectrum.imag**2
+    return mel_filters(recipe) @ power
 
 
 class TorchLogMel(nn.Module):
