@@ -25,10 +25,14 @@ _EXPORTS = {
     "make_rng_state": "jemfast.ops",
     "WideResNet": "jemfast.models",
     "wrn28_5": "jemfast.models",
+    "wrn16_2": "jemfast.models",
     "ReplayBuffer": "jemfast.sampling",
     "SGLDSampler": "jemfast.sampling",
     "JEMTrainer": "jemfast.train",
     "paper_optimizer": "jemfast.train",
+    "TemperatureScaling": "jemfast.calibration",
+    "LogisticScaling": "jemfast.calibration",
+    "evaluate_logits": "jemfast.calibration",
 }
 
 __all__ = sorted(_EXPORTS) + ["ops", "calibration", "data", "models", "sampling", "train", "__version__"]
