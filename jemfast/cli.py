@@ -813,12 +813,17 @@ def build_parser() -> argparse.ArgumentParser:
 _HANDLER_FLAG = "_jemfast_cli_handler"
 
 
-def _setup_logging(quiet: bool) -> None:
-    """INFO (WARNING with --quiet) from the jemfast loggers to stderr, one handler however often main runs."""
+def _remove_console_handler() -> None:
     package_logger = logging.getLogger("jemfast")
     for handler in list(package_logger.handlers):
         if getattr(handler, _HANDLER_FLAG, False):
             package_logger.removeHandler(handler)
+
+
+def _setup_logging(quiet: bool) -> None:
+    """INFO (WARNING with --quiet) from the jemfast loggers to stderr, one handler however often main runs."""
+    package_logger = logging.getLogger("jemfast")
+    _remove_console_handler()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s jemfast: %(message)s", "%H:%M:%S"))
     setattr(handler, _HANDLER_FLAG, True)
@@ -854,6 +859,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, AudioError, CheckpointError, DivergenceError, FileNotFoundError) as exc:
         print(f"jemfast: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        # The handler holds this call's stderr; a later in-process call installs its own.
+        _remove_console_handler()
 
 
 def entry_point() -> None:
