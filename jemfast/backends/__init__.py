@@ -30,9 +30,9 @@ BACKENDS = ("torch", "cpu", "triton", "cuda")
 # because it has no JIT/launch overhead in eager mode. Neither order has been
 # measured on a GPU yet: benchmarks/bench_sgld_update.py decides it.
 AUTO_ORDER = ("cuda", "triton", "torch")
-# On CPU the numba kernels beat the reference's ~150 tensor passes for the noise by
-# about 100x (393k elements: 12 ms against 1.5 s, side by side on the 2-core CI
-# machine); the Triton interpreter is never chosen automatically.
+# On CPU the numba kernels beat the reference's ~150 tensor passes for the noise
+# about 6x (393k elements: 7 ms against 44 ms, side by side on an idle 2-core
+# x86 machine); the Triton interpreter is never chosen automatically.
 AUTO_ORDER_CPU = ("cpu", "torch")
 
 

@@ -1,9 +1,9 @@
 """Fused CPU kernels (numba): the SGLD update and counter-based random fills.
 
 The pure-PyTorch reference builds the Philox noise from ~150 elementwise tensor
-passes, which on a CPU costs more than the model's own forward and backward for
-the small convolutional nets of JEM. These kernels compute the *same function*
-(:mod:`jemfast.backends.torch_ref` defines it) in one parallel loop per call:
+passes: 44 ms for a 64x1x32x192 batch on a 2-core machine, a sizeable part of a
+chain step for the small convolutional nets of JEM (7 ms here). These kernels compute the *same function*
+(:mod:`jemfast.backends.torch_ref` defines it) in one loop per call:
 one Philox4x32-10 evaluation per element in registers, then the update, so x and
 grad are read once and x written once.
 
@@ -13,6 +13,11 @@ normals agree to about one float32 ulp (tests hold them to 1e-6).
 
 numba is a dependency of librosa and so always present with jemfast; compiled
 code is cached on disk where the package directory is writable.
+
+The loops are deliberately single-threaded: a second threading runtime (numba's
+OpenMP/TBB pool) next to torch's own OpenMP threads made whole training steps up
+to 30x slower on a loaded 2-core machine (spin-waiting pools competing for the
+cores), while one thread updates a 64x1x32x192 batch, noise included, in ~7 ms.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def _normal(counter: np.uint64, k0: np.uint32, k1: np.uint32) -> np.float32:
     return np.sqrt(_MINUS_TWO * np.log(u0)) * np.cos(theta)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _sgld_update_kernel(x, g, seed, offset, step_size, noise_std, has_noise, has_gc, gc, has_clamp, lo, hi):
     k0 = np.uint32(np.uint64(seed) & _M32)
     k1 = np.uint32(np.uint64(seed) >> np.uint64(32))
@@ -81,7 +86,7 @@ def _sgld_update_kernel(x, g, seed, offset, step_size, noise_std, has_noise, has
     gcf = np.float32(gc)
     lof = np.float32(lo)
     hif = np.float32(hi)
-    for i in numba.prange(x.size):
+    for i in range(x.size):
         gi = g[i]
         if has_gc:
             gi = min(max(gi, -gcf), gcf)
@@ -93,12 +98,12 @@ def _sgld_update_kernel(x, g, seed, offset, step_size, noise_std, has_noise, has
         x[i] = y
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _random_kernel(out, seed, offset, normal):
     k0 = np.uint32(np.uint64(seed) & _M32)
     k1 = np.uint32(np.uint64(seed) >> np.uint64(32))
     base = np.uint64(offset)
-    for i in numba.prange(out.size):
+    for i in range(out.size):
         if normal:
             out[i] = _normal(base + np.uint64(i), k0, k1)
         else:
