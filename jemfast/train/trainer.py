@@ -518,6 +518,7 @@ class JEMTrainer:
         self._scale_learning_rates(new_scale / self.lr_scale)
         self.lr_scale = new_scale
         self._pending.clear()
+        self._epoch_sums = None  # the rolled-back steps no longer count towards the epoch's means
         if self._active_sampler():
             self.sampler.reseed(self.seed + self.rank + _RESEED_STRIDE * self.rollbacks)
         record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
@@ -747,9 +748,14 @@ class JEMTrainer:
             if checkpoint_every and self.step_count % checkpoint_every == 0 and self.run_dir is not None:
                 self.save_checkpoint(self._checkpoint_dir() / "last.pt")
         self.sync()
-        if self._epoch_sums is None:
+        if self._fit_state["batch_in_epoch"] == 0:
             raise ValueError("train_loader yielded no batches")
-        sums = self._epoch_sums.clone()
+        if self.guard.enabled and self.step_count > self._snapshot_step:
+            # An epoch that passed the guard is a good place to roll back to: short
+            # runs would otherwise only ever have the step-0 snapshot.
+            self._take_snapshot()
+        # None when a rollback at the epoch's last sync discarded every counted step.
+        sums = self._epoch_sums.clone() if self._epoch_sums is not None else torch.zeros(3, device=self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(sums)
         ce_sum, acc_sum, count = sums.tolist()
@@ -760,7 +766,8 @@ class JEMTrainer:
         val = self.evaluate(val_loader) if val_loader is not None else {}
         record = {"kind": "epoch", "epoch": self.epoch, "step": self.step_count,
                   "val_acc": val.get("acc"), "val_nll": val.get("nll"), "val_ece": val.get("ece"),
-                  "train_ce": ce_sum / count, "train_acc": 100.0 * acc_sum / count,
+                  "train_ce": ce_sum / count if count else None,
+                  "train_acc": 100.0 * acc_sum / count if count else None,
                   "lr": self._current_lr(), "rollbacks": self.rollbacks, "time_s": time.perf_counter() - started}
         self.log.write(record)
         logger.info("epoch %d: %s", self.epoch, {k: v for k, v in record.items() if isinstance(v, float)})
