@@ -10,7 +10,7 @@ every value so they read as documentation::
     model:    depth, width, norm, dropout                       (a jemfast WideResNet)
     train:    method, epochs, lr, momentum, weight_decay, warmup_steps, milestones,
               gamma, seed, device, p_x_weight, energy_l2, checkpoint_every, amp
-    sampling: n_steps, buffer_size, init, reinit_freq, step_size, noise_std, pyld_lr
+    sampling: n_steps, buffer_size, init, reinit_freq, step_size, noise_std, pyld_lr, clamp
     eval:     n_bins
 
 :func:`load_config` reads a recipe by package name ("age", "emotion",
@@ -155,6 +155,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "step_size": _float(0.0, nullable=True, help="null: the preset's value"),
         "noise_std": _float(0.0, nullable=True, help="null: the preset's value"),
         "pyld_lr": _float(0.0, nullable=True, help="jempp's PYLD step size; null: the preset's 0.2"),
+        "clamp": Field((list,), nullable=True, item_type=float,
+                       help="[lo, hi] bounds for the samples (sadajem's clamp, jempp's inner steps, jem's "
+                            "chain); null: the method's own (none for jem, [-1, 1] for the others, made "
+                            "for images in [-1, 1])"),
     },
     "eval": {
         "n_bins": _int(1, help="equal-width bins of the ECE"),
@@ -199,6 +203,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "step_size": None,
         "noise_std": None,
         "pyld_lr": 0.2,
+        "clamp": None,
     },
     "eval": {"n_bins": 15},
 }
@@ -308,6 +313,8 @@ def _check_value(section: str, key: str, value: Any, field: Field) -> Any:
         raise ConfigError(f"{name} must be {_type_words(field)}, got the boolean {value!r}")
     if not isinstance(value, expected):
         raise ConfigError(f"{name} must be {_type_words(field)}, got {type(value).__name__} {value!r}")
+    if field.item_type is float:
+        value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     if field.item_type is not None:
         bad = [v for v in value if isinstance(v, bool) or not isinstance(v, field.item_type)]
         if bad:
@@ -361,6 +368,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     device = out["train"]["device"]
     if device not in ("auto", "cpu") and not (device == "cuda" or device.startswith("cuda:")):
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    clamp = out["sampling"]["clamp"]
+    if clamp is not None and (len(clamp) != 2 or not clamp[0] < clamp[1]):
+        raise ConfigError(f"sampling.clamp must be null or [lo, hi] with lo < hi, got {clamp!r}")
     if out["train"]["method"] != "softmax" and out["sampling"]["buffer_size"] < out["data"]["batch_size"]:
         raise ConfigError(
             f"sampling.buffer_size ({out['sampling']['buffer_size']}) must be at least data.batch_size "
@@ -479,4 +489,6 @@ def build_sampler(config: dict[str, Any], model, sample_shape: Sequence[int], n_
             options[key] = sampling[key]
     if method == "jempp" and sampling["pyld_lr"] is not None:
         options["pyld_lr"] = sampling["pyld_lr"]
+    if sampling["clamp"] is not None:
+        options["pyld_clamp" if method == "jempp" else "clamp"] = tuple(sampling["clamp"])
     return SGLDSampler.preset(method, model, buffer, **options)

@@ -192,3 +192,19 @@ def test_build_sampler_uses_the_preset_and_recipe_steps(method):
         assert torch.allclose(sampler.buffer.init_mean[1], x[y == 1].mean(0))
     samples = sampler.sample(5)
     assert samples.shape == (5, 1, 4, 8) and torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("method, attribute", [("jem", "clamp"), ("sadajem", "clamp"), ("jempp", "pyld_clamp")])
+def test_sampling_clamp_reaches_the_sampler(method, attribute):
+    config = load_config("demo", ["sampling.clamp=[-3, 3]", "sampling.buffer_size=40"], method=method)
+    assert config["sampling"]["clamp"] == [-3.0, 3.0]
+    model = build_model(config, n_classes=3)
+    x, y = torch.randn(12, 1, 4, 8), torch.arange(12) % 3
+    sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
+    assert getattr(sampler, attribute) == (-3.0, 3.0)
+
+
+@pytest.mark.parametrize("value", ["[3, -3]", "[1]", "[a, b]", "5"])
+def test_bad_sampling_clamp_names_the_key(value):
+    with pytest.raises(ConfigError, match="sampling.clamp"):
+        load_config("demo", [f"sampling.clamp={value}"])
