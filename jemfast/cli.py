@@ -492,7 +492,7 @@ def run_demo(out_dir: str | os.PathLike = "jemfast_demo", overrides: Sequence[st
              n_eval_per_class: int = 20, progress: Optional[bool] = None) -> dict[str, Any]:
     """The whole pipeline on a generated corpus: softmax and JEM runs, calibration and the report.
 
-    Generates the synthetic emotion corpus (``n_per_class`` training and
+    Generates the demo recipe's synthetic corpus (``n_per_class`` training and
     ``n_eval_per_class`` dev and test utterances per class) into
     ``out_dir/corpus``, trains the "demo" recipe (plus ``overrides``) with
     the softmax and jem methods into ``out_dir/runs/<method>``, evaluates and
@@ -514,6 +514,10 @@ def run_demo(out_dir: str | os.PathLike = "jemfast_demo", overrides: Sequence[st
         config = json.loads(json.dumps(base))
         config["train"]["method"] = method
         config["data"]["dir"] = str(corpus["root"])
+        if method == "softmax":
+            # The baseline is the plain classifier: the energy terms belong to the JEM run.
+            config["train"]["p_x_weight"] = None
+            config["train"]["energy_l2"] = 0.0
         run_dir = out_dir / "runs" / method
         train_run(config, run_dir, resume=True, progress=progress)
         evaluate_run(run_dir)

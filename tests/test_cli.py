@@ -346,10 +346,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     for text in ("softmax + TS", "softmax + LS", "energy + TS", "temperature", "logistic", str(out_dir / "report")):
         assert text in out, text
     assert "epoch 1" in err  # progress reaches the user through logging
-    for name in ("report/report.md", "report/report.json", "report/emotion_reliability.png",
+    for name in ("report/report.md", "report/report.json", "report/language_reliability.png",
                  "runs/softmax/calibration.json", "runs/jem/calibration.json", "corpus/labels.txt"):
         assert (out_dir / name).is_file(), name
     # A second demo reuses the corpus, the features and the finished runs.
     code, _, err = run(capsys, *argv)
-    assert code == 0 and "reusing synthetic emotion corpus" in err
+    assert code == 0 and "reusing synthetic language corpus" in err
     assert load_checkpoint(out_dir / "runs" / "jem" / "checkpoints" / "last.pt")["epoch"] == 1
