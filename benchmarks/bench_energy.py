@@ -25,19 +25,11 @@ import torch
 common.ensure_repo_importable()
 
 from jemfast import ops  # noqa: E402
-from jemfast.backends import BACKENDS, unavailable_reason  # noqa: E402
 
 TEMPERATURE = 1.0
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GPU_SHAPES = [(64 * 50, 10), (4096, 1000), (256, 32000)]
 CPU_SHAPES = [(64 * 50, 10), (512, 1000)]
-
-
-def available_backends(device: torch.device) -> list[str]:
-    """Backends that can run on ``device``; on CPU only the reference (Triton would be interpreted)."""
-    if device.type != "cuda":
-        return ["torch"]
-    return [name for name in BACKENDS if unavailable_reason(name, device) is None]
 
 
 def bench_shape(rows: int, cols: int, dtype: torch.dtype, device: torch.device, backends: list[str]) -> list[dict]:
@@ -100,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["float32", "bfloat16"] if on_gpu else ["float32"],
     )
     args = parser.parse_args(argv)
-    backends = available_backends(device)
+    backends = common.available_backends(device, skip=("cpu",))
     print(f"energy on {common.device_name(device)}; backends: {', '.join(backends)}")
     records: list[dict] = []
     for dtype_name in args.dtypes:

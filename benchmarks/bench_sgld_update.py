@@ -31,7 +31,7 @@ import torch
 common.ensure_repo_importable()
 
 from jemfast import ops  # noqa: E402
-from jemfast.backends import BACKENDS, unavailable_reason  # noqa: E402
+from jemfast.backends import unavailable_reason  # noqa: E402
 
 STEP_SIZE = 1.0
 NOISE_STD = 0.01
@@ -40,13 +40,6 @@ TARGET_FRACTION_OF_COPY = 0.9
 BYTES_FORMULA = "3 * numel * itemsize (read x, read grad, write x)"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def available_backends(device: torch.device) -> list[str]:
-    """Backends that can run on ``device``; on CPU only the reference (Triton would be interpreted)."""
-    if device.type != "cuda":
-        return ["torch"]
-    return [name for name in BACKENDS if unavailable_reason(name, device) is None]
 
 
 def bench_size(numel: int, dtype: torch.dtype, device: torch.device, backends: list[str]) -> list[dict]:
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(s < 0 or s > max_log2 for s in args.sizes):
         parser.error(f"--sizes must be log2 sizes in [0, {max_log2}] on {device.type}, got {args.sizes}")
 
-    backends = available_backends(device)
+    backends = common.available_backends(device)
     print(f"sgld_update_ on {common.device_name(device)}; backends: {', '.join(backends)}")
     if on_gpu and "cuda" not in backends:
         print(f"  (cuda backend skipped: {unavailable_reason('cuda', device)})")

@@ -145,3 +145,12 @@ def write_results(
     runs.append({"environment": environment(device), "records": records})
     path.write_text(json.dumps(runs, indent=2) + "\n")
     return path
+
+
+def available_backends(device: torch.device, skip: tuple[str, ...] = ()) -> list[str]:
+    """jemfast backends that can run on ``device`` (Triton only on GPU: on CPU it would be interpreted)."""
+    ensure_repo_importable()
+    from jemfast.backends import BACKENDS, unavailable_reason
+
+    names = [n for n in BACKENDS if n not in skip and unavailable_reason(n, device) is None]
+    return [n for n in names if device.type == "cuda" or n != "triton"]

@@ -45,7 +45,6 @@ from typing import Any, Iterator, Optional, Sequence
 
 from jemfast.recipes import (
     CONFIG_NAME,
-    ENERGY_METHODS,
     METHODS,
     ConfigError,
     amp_dtype,

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import sysconfig

@@ -209,7 +209,7 @@ class TorchLogMel(nn.Module):
             raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
         self.recipe = recipe
         self.register_buffer("window", torch.from_numpy(analysis_window(recipe)), persistent=False)
-        self.register_buffer("mel_basis", torch.from_numpy(mel_filters(recipe)), persistent=False)
+        self.register_buffer("mel_basis", torch.from_numpy(mel_filters(recipe).copy()), persistent=False)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames per item for sample counts ``lengths`` (B,) int64."""
