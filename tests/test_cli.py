@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import jemfast
-from jemfast import cli
+from jemfast import cli, pipeline
 from jemfast.calibration import Predictions
 from jemfast.data import generate_corpus, read_labels, read_manifest, write_wav
 from jemfast.train import JEMTrainer, load_checkpoint
@@ -318,7 +318,7 @@ def test_bench_runs_scripts_and_reports_failures(tmp_path, capsys, monkeypatch):
         "import sys, pathlib\npathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n"
     )
     (folder / "bench_broken.py").write_text("raise SystemExit(3)\n")
-    monkeypatch.setattr(cli, "benchmarks_dir", lambda: folder)
+    monkeypatch.setattr(pipeline, "benchmarks_dir", lambda: folder)
     marker = tmp_path / "ran.txt"
     code, _, err = run(capsys, "bench", "ok", f"--args={marker} --no-write")
     assert code == 0, err

@@ -1,0 +1,506 @@
+"""The run pipeline behind the command line: features, train, evaluate, calibrate, report, demo.
+
+Each step reads and writes a run directory, so steps can run in separate
+processes (``jemfast train`` today, ``jemfast evaluate`` tomorrow)::
+
+    config.yaml          the resolved recipe (jemfast.recipes); config.json is the trainer's view
+    train.log            the training log
+    metrics.jsonl        step and epoch records (jemfast.train.run_log)
+    checkpoints/         last.pt (resumable) and best.pt (lowest dev NLL)
+    predictions/         dev.npz, test.npz (jemfast.calibration.Predictions), by ``evaluate``
+    metrics.json         dev and test metrics per subset, by ``evaluate``
+    calibrators/         temperature.json, logistic.json, by ``calibrate``
+    calibration.json     test metrics before and after each calibrator, by ``calibrate``
+
+User errors (a missing data path, unreadable audio, a bad config value) raise
+:class:`jemfast.recipes.ConfigError`; :mod:`jemfast.cli` prints them as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from jemfast.recipes import (
+    CONFIG_NAME,
+    ConfigError,
+    amp_dtype,
+    build_model,
+    build_optimizer,
+    build_sampler,
+    load_config,
+    resolve_device,
+    save_config,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SPLITS",
+    "data_paths",
+    "cache_dir",
+    "build_features",
+    "train_run",
+    "evaluate_run",
+    "calibrate_run",
+    "report_runs",
+    "run_demo",
+    "benchmarks_dir",
+    "list_benchmarks",
+    "load_run_config",
+]
+
+SPLITS = ("train", "dev", "test")
+CHECKPOINT_NAMES = ("best", "last")
+
+
+# ------------------------------------------------------------------ data
+def data_paths(config: dict[str, Any]) -> dict[str, Path]:
+    """Manifests and labels of ``data.dir``: ``{"train", "dev", "test", "labels"}`` paths.
+
+    Raises ConfigError when data.dir is unset or a file is missing.
+    """
+    folder = config["data"]["dir"]
+    if folder is None:
+        raise ConfigError("data.dir is not set; pass --data DIR or --set data.dir=DIR (a folder made by `jemfast prepare`)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"data path {folder} does not exist; create it with `jemfast prepare ... --out {folder}`")
+    paths = {split: folder / f"{split}.csv" for split in SPLITS}
+    paths["labels"] = folder / "labels.txt"
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(f"data path {folder} lacks {', '.join(missing)}; `jemfast prepare` writes these files")
+    return paths
+
+
+def cache_dir(config: dict[str, Any]) -> Path:
+    """Where the feature caches live: data.cache_dir, or <data.dir>/features."""
+    if config["data"]["cache_dir"] is not None:
+        return Path(config["data"]["cache_dir"])
+    return Path(config["data"]["dir"]) / "features"
+
+
+@contextlib.contextmanager
+def _bad_input(what: str) -> Iterator[None]:
+    """Turn the library's ValueErrors about user data (manifests, audio, labels) into ConfigErrors."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:  # AudioError is a ValueError
+        raise ConfigError(f"{what}: {exc}") from exc
+
+
+def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebuild: bool = False) -> dict:
+    """Build (or reuse) the feature cache of each split; returns ``{split: FeatureCache}``.
+
+    Caches go to ``cache_dir(config)/<split>/<recipe key>``; an existing cache
+    whose manifest and audio files are unchanged is reused unless ``rebuild``.
+    """
+    from jemfast.data import FeatureCache, FeatureRecipe
+
+    paths = data_paths(config)
+    recipe = FeatureRecipe(n_mels=config["data"]["n_mels"])
+    root = cache_dir(config)
+    caches = {}
+    for split in splits:
+        with _bad_input(f"features of {paths[split]}"):
+            caches[split] = FeatureCache.build(
+                paths[split], root / split, recipe, workers=config["data"]["feature_workers"],
+                progress=sys.stderr.isatty(), rebuild=rebuild,
+            )
+    return caches
+
+
+def _read_labels(config: dict[str, Any]) -> list[str]:
+    from jemfast.data import read_labels
+
+    path = data_paths(config)["labels"]
+    with _bad_input(str(path)):
+        labels = read_labels(path)
+    if len(labels) < 2:
+        raise ConfigError(f"{path} names {len(labels)} class; a classifier needs at least 2")
+    return labels
+
+
+# ------------------------------------------------------------------ runs
+def load_run_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The validated config.yaml of a run directory, with optional ``section.key=value`` overrides."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: it has no {CONFIG_NAME} (made by `jemfast train`)")
+    return load_config(path, overrides)
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path) -> Iterator[None]:
+    """Copy jemfast's log records into ``path`` (appending, so a resumed run keeps one log)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    package_logger = logging.getLogger("jemfast")
+    package_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        handler.close()
+
+
+def _absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
+    # A run must find its data again from any working directory (resume, evaluate, report).
+    config = json.loads(json.dumps(config))
+    for key in ("dir", "cache_dir"):
+        if config["data"][key] is not None:
+            config["data"][key] = str(Path(config["data"][key]).resolve())
+    return config
+
+
+def _fit_batches(dataset, batch_size: int):
+    """(x, y) batches of one pass over the training chunks, in order (for the class-Gaussian fit)."""
+    from torch.utils.data import DataLoader
+
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        yield x, y
+
+
+def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False,
+              progress: Optional[bool] = None) -> Path:
+    """Train one run of ``config`` into ``run_dir``; returns the run directory.
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it
+    exists (and starts afresh otherwise). Without it, a run directory that
+    already holds checkpoints is refused, so no run is overwritten by accident.
+    On KeyboardInterrupt the trainer writes a resumable last.pt and the
+    exception propagates with a ``resume_hint`` attribute.
+    """
+    import torch
+
+    from jemfast.data import ChunkDataset, UtteranceDataset, make_eval_loader, make_train_loader
+    from jemfast.train import JEMTrainer
+
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not resume and last.is_file():
+        raise ConfigError(
+            f"run directory {run_dir} already has checkpoints; continue it with `jemfast train --resume {run_dir}` "
+            "or pass another --run-dir"
+        )
+    config = _absolute_data_paths(config)
+    data, train_cfg = config["data"], config["train"]
+    method = train_cfg["method"]
+    labels = _read_labels(config)
+    caches = build_features(config, splits=("train", "dev"))
+    device = resolve_device(train_cfg["device"])
+    seed = train_cfg["seed"]
+    torch.manual_seed(seed)
+
+    with _bad_input("training data"):
+        train_set = ChunkDataset(caches["train"], labels, chunk_frames=data["chunk_frames"], seed=seed)
+        dev_set = UtteranceDataset(caches["dev"], labels)
+    if len(train_set) < data["batch_size"]:
+        raise ConfigError(
+            f"data.batch_size ({data['batch_size']}) exceeds the {len(train_set)} training utterances; "
+            "lower it with --set data.batch_size=N"
+        )
+    train_loader = make_train_loader(
+        train_set, data["batch_size"], num_workers=data["num_workers"], seed=seed, pin_memory=device.type == "cuda"
+    )
+    dev_loader = make_eval_loader(dev_set, data["eval_batch_size"], num_workers=data["num_workers"])
+
+    model = build_model(config, len(labels)).to(device)
+    optimizer, scheduler = build_optimizer(config, model, len(train_loader))
+    sample_shape = (1, data["n_mels"], data["chunk_frames"])
+    p_x_weight = train_cfg["p_x_weight"]
+    if p_x_weight is None:
+        p_x_weight = 0.0 if method == "softmax" else 1.0
+    if method == "softmax" and p_x_weight > 0:
+        raise ConfigError(f"train.p_x_weight is {p_x_weight} but the softmax method draws no samples; use 0 or null")
+    if method != "softmax" and p_x_weight == 0:
+        raise ConfigError(f"train.p_x_weight is 0, which trains a softmax model; use --method softmax instead of {method}")
+    sampler = None
+    if method != "softmax":
+        resuming = resume and last.is_file()
+        # A resumed run restores the fitted class Gaussians with the buffer, so skip the fitting pass.
+        fit = None if resuming else _fit_batches(train_set, data["batch_size"])
+        sampler = build_sampler(config, model, sample_shape, len(labels), device, fit_batches=fit)
+
+    trainer = JEMTrainer(
+        model, optimizer, sampler=sampler, p_x_weight=p_x_weight, energy_l2=train_cfg["energy_l2"],
+        amp_dtype=amp_dtype(config), scheduler=scheduler, run_dir=run_dir, n_classes=len(labels),
+        device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
+    )
+    save_config(config, run_dir / CONFIG_NAME)
+    with _log_to_file(run_dir / "train.log"):
+        logger.info(
+            "%s %s run in %s: %s on %s, %d training utterances, %d steps per epoch, %d epochs",
+            "resuming" if resume and last.is_file() else "starting", method, run_dir,
+            f"WRN-{config['model']['depth']}-{config['model']['width']}", device, len(train_set),
+            len(train_loader), train_cfg["epochs"],
+        )
+        try:
+            trainer.fit(
+                train_loader, train_cfg["epochs"], val_loader=dev_loader, resume=resume,
+                checkpoint_every=train_cfg["checkpoint_every"], config={"recipe": config},
+            )
+        except KeyboardInterrupt as exc:
+            exc.resume_hint = (
+                f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"
+            )
+            raise
+        finally:
+            trainer.log.close()
+    logger.info("finished %s run in %s (epoch %d, step %d)", method, run_dir, trainer.epoch, trainer.step_count)
+    return run_dir
+
+
+def _checkpoint_path(run_dir: Path, which: str) -> Path:
+    folder = run_dir / "checkpoints"
+    order = ("best", "last") if which == "best" else ("last",)
+    for name in order:
+        path = folder / f"{name}.pt"
+        if path.is_file():
+            return path
+    raise ConfigError(f"{run_dir} has no {which} checkpoint in {folder}; train it first with `jemfast train`")
+
+
+def _predict(model, loader, device):
+    """Logits (N, C), labels (N,) and subset names (N,) of every utterance the loader yields."""
+    import numpy as np
+    import torch
+
+    logits, labels, subsets = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for x, y, names in loader:
+            logits.append(model(x.to(device)).float().cpu())
+            labels.append(y)
+            subsets.extend(names)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy(), np.array(subsets, dtype=str)
+
+
+def _metrics_by_subset(preds, n_bins: int, calibrator=None) -> dict[str, dict[str, float]]:
+    from jemfast.calibration import evaluate_logits
+
+    groups = [("all", preds)] + [(name, preds.subset(name)) for name in preds.subset_names()]
+    out = {}
+    for name, group in groups:
+        logits = group.logits if calibrator is None else calibrator.transform(group.logits)
+        out[name] = evaluate_logits(group.labels, logits, n_bins=n_bins)
+    return out
+
+
+def evaluate_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[str, Any]:
+    """Predict dev and test with a run's checkpoint ("best", falling back to "last", or "last").
+
+    Writes ``predictions/dev.npz`` and ``predictions/test.npz`` (with subset
+    names where the manifest has them) and ``metrics.json``; returns the
+    metrics ``{"checkpoint", "epoch", "dev": {subset: metrics}, "test": {...}}``
+    (acc and ece in percent, nll in nats; subset "all" is the whole split).
+    """
+    from jemfast.calibration import Predictions
+    from jemfast.data import UtteranceDataset, make_eval_loader
+    from jemfast.train import load_checkpoint
+
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    labels = _read_labels(config)
+    path = _checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(path, map_location="cpu")
+    device = resolve_device(config["train"]["device"])
+    model = build_model(config, len(labels))
+    model.load_state_dict(state["model"])
+    model.to(device)
+    caches = build_features(config, splits=("dev", "test"))
+    result: dict[str, Any] = {"checkpoint": path.name, "epoch": int(state["epoch"]), "step": int(state["step"])}
+    for split in ("dev", "test"):
+        with _bad_input(f"{split} data"):
+            dataset = UtteranceDataset(caches[split], labels)
+        loader = make_eval_loader(dataset, config["data"]["eval_batch_size"], config["data"]["num_workers"])
+        logits, targets, subsets = _predict(model, loader, device)
+        preds = Predictions(logits, targets, subsets if any(subsets) else None)
+        preds.save(run_dir / "predictions" / f"{split}.npz")
+        result[split] = _metrics_by_subset(preds, config["eval"]["n_bins"])
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    logger.info("evaluated %s (%s, epoch %d): test acc %.2f%%, ECE %.2f%%", run_dir, path.name, result["epoch"],
+                result["test"]["all"]["acc"], result["test"]["all"]["ece"])
+    return result
+
+
+def _ensure_predictions(run_dir: Path) -> dict[str, Path]:
+    paths = {split: run_dir / "predictions" / f"{split}.npz" for split in ("dev", "test")}
+    if not all(p.is_file() for p in paths.values()):
+        logger.info("no predictions in %s yet; evaluating it first", run_dir)
+        evaluate_run(run_dir)
+    return paths
+
+
+def calibrate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Fit temperature and logistic scaling on a run's dev predictions and score test with each.
+
+    Evaluates the run first when it has no predictions. Writes
+    ``calibrators/temperature.json``, ``calibrators/logistic.json`` and
+    ``calibration.json``; returns ``{"temperature": state, "logistic": state,
+    "test": {calibration: {subset: metrics}}}`` with calibration one of
+    "uncalibrated", "temperature", "logistic".
+    """
+    from jemfast.calibration import LogisticScaling, Predictions, TemperatureScaling
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    paths = _ensure_predictions(run_dir)
+    dev, test = Predictions.load(paths["dev"]), Predictions.load(paths["test"])
+    calibrators = {
+        "temperature": TemperatureScaling().fit(dev.logits, dev.labels),
+        "logistic": LogisticScaling().fit(dev.logits, dev.labels),
+    }
+    for name, calibrator in calibrators.items():
+        calibrator.save(run_dir / "calibrators" / f"{name}.json")
+    n_bins = config["eval"]["n_bins"]
+    result: dict[str, Any] = {name: c.state_dict() for name, c in calibrators.items()}
+    result["test"] = {"uncalibrated": _metrics_by_subset(test, n_bins)}
+    for name, calibrator in calibrators.items():
+        result["test"][name] = _metrics_by_subset(test, n_bins, calibrator)
+    (run_dir / "calibration.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    logger.info("calibrated %s: test ECE %.2f%% -> %.2f%% (temperature), %.2f%% (logistic)", run_dir,
+                result["test"]["uncalibrated"]["all"]["ece"], result["test"]["temperature"]["all"]["ece"],
+                result["test"]["logistic"]["all"]["ece"])
+    return result
+
+
+def report_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, n_bootstrap: int = 0,
+                title: str = "Calibration of softmax and energy-based models") -> dict[str, Any]:
+    """Tables and plots comparing each task's softmax run with its energy-based run(s).
+
+    ``run_dirs`` must hold, per task (config task.name), exactly one softmax
+    run and at least one energy run (jem, jempp or sadajem); a task with
+    several energy runs gets one table group per method ("task (method)").
+    Runs without predictions are evaluated first. Writes ``report.md``,
+    ``report.json``, fitted calibrators, ``<group>_reliability.{png,pdf}``
+    (softmax vs energy on test) and ``<task>_<method>_curves.png`` (training
+    curves) into ``out_dir``; returns ``{"markdown", "json", "plots"}`` paths.
+    """
+    from jemfast.calibration import compare_reliability, training_curves
+    from jemfast.calibration import report_runs as write_task_report
+
+    if not run_dirs:
+        raise ConfigError("report needs at least one run directory")
+    by_task: dict[str, dict[str, list[Path]]] = {}
+    for run in run_dirs:
+        run = Path(run)
+        config = load_run_config(run)
+        method = config["train"]["method"]
+        kind = "softmax" if method == "softmax" else "energy"
+        by_task.setdefault(config["task"]["name"], {"softmax": [], "energy": []})[kind].append(run)
+    groups: dict[str, dict[str, Path]] = {}
+    curves: list[tuple[str, Path]] = []
+    for task, runs in by_task.items():
+        if len(runs["softmax"]) != 1 or not runs["energy"]:
+            raise ConfigError(
+                f"task {task!r} needs one softmax run and at least one energy run; got "
+                f"{len(runs['softmax'])} softmax and {len(runs['energy'])} energy run(s)"
+            )
+        softmax = _ensure_predictions(runs["softmax"][0])
+        curves.append((f"{task}_softmax", runs["softmax"][0]))
+        for energy_run in runs["energy"]:
+            method = load_run_config(energy_run)["train"]["method"]
+            energy = _ensure_predictions(energy_run)
+            name = task if len(runs["energy"]) == 1 else f"{task} ({method})"
+            if name in groups:
+                raise ConfigError(f"task {task!r} has two {method} runs; report one of them")
+            groups[name] = {"softmax_dev": softmax["dev"], "softmax_test": softmax["test"],
+                            "energy_dev": energy["dev"], "energy_test": energy["test"]}
+            curves.append((f"{task}_{method}", energy_run))
+    out_dir = Path(out_dir)
+    with _bad_input("report"):
+        md_path, json_path = write_task_report(groups, out_dir, title=title, name="report", n_bootstrap=n_bootstrap)
+    plots: list[Path] = []
+    for name, splits in groups.items():
+        slug = name.replace(" (", "_").replace(")", "").replace(" ", "_")
+        for suffix in ("png", "pdf"):
+            plots.append(compare_reliability(splits["softmax_test"], splits["energy_test"],
+                                             out_dir / f"{slug}_reliability.{suffix}"))
+    for name, run in curves:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file():
+            try:
+                plots.append(training_curves(metrics, out_dir / f"{name}_curves.png"))
+            except ValueError as exc:  # a run interrupted before its first epoch has no curve yet
+                logger.warning("no training curves for %s: %s", run, exc)
+    logger.info("wrote %s, %s and %d plots", md_path, json_path, len(plots))
+    return {"markdown": md_path, "json": json_path, "plots": plots}
+
+
+# ------------------------------------------------------------------ benchmarks
+def benchmarks_dir() -> Path:
+    """The benchmarks/ folder of the source checkout jemfast was installed from.
+
+    Raises ConfigError when it is absent (an installation from a wheel has no benchmarks).
+    """
+    import jemfast
+
+    folder = Path(jemfast.__file__).resolve().parent.parent / "benchmarks"
+    if not (folder / "common.py").is_file():
+        raise ConfigError(
+            f"no benchmarks found at {folder}: they live in the source checkout, not in the installed package; "
+            "clone the repository and install it with `pip install -e .`"
+        )
+    return folder
+
+
+def list_benchmarks(folder: Optional[Path] = None) -> dict[str, Path]:
+    """Benchmark name -> script, for every ``bench_<name>.py`` in the benchmarks folder."""
+    folder = benchmarks_dir() if folder is None else folder
+    return {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+
+
+# ------------------------------------------------------------------ demo
+def run_demo(out_dir: str | os.PathLike = "jemfast_demo", overrides: Sequence[str] = (), n_per_class: int = 50,
+             n_eval_per_class: int = 20, progress: Optional[bool] = None) -> dict[str, Any]:
+    """The whole pipeline on a generated corpus: softmax and JEM runs, calibration and the report.
+
+    Generates the demo recipe's synthetic corpus (``n_per_class`` training and
+    ``n_eval_per_class`` dev and test utterances per class) into
+    ``out_dir/corpus``, trains the "demo" recipe (plus ``overrides``) with
+    the softmax and jem methods into ``out_dir/runs/<method>``, evaluates and
+    calibrates both and writes the report into ``out_dir/report``. Re-running
+    reuses the corpus and features and continues unfinished runs.
+    Returns ``{"corpus", "runs", "report", "calibration"}``.
+    """
+    from jemfast.data import generate_corpus
+
+    out_dir = Path(out_dir)
+    base = load_config("demo", overrides)
+    task = base["task"]["name"]
+    logger.info("generating the synthetic %s corpus in %s", task, out_dir / "corpus")
+    with _bad_input("demo corpus"):
+        corpus = generate_corpus(out_dir / "corpus", task, n_per_class=n_per_class, n_eval_per_class=n_eval_per_class)
+    runs: dict[str, Path] = {}
+    calibration: dict[str, Any] = {}
+    for method in ("softmax", "jem"):
+        config = json.loads(json.dumps(base))
+        config["train"]["method"] = method
+        config["data"]["dir"] = str(corpus["root"])
+        if method == "softmax":
+            # The baseline is the plain classifier: the energy terms belong to the JEM run.
+            config["train"]["p_x_weight"] = None
+            config["train"]["energy_l2"] = 0.0
+        run_dir = out_dir / "runs" / method
+        train_run(config, run_dir, resume=True, progress=progress)
+        evaluate_run(run_dir)
+        calibration[method] = calibrate_run(run_dir)
+        runs[method] = run_dir
+    report = report_runs([runs["softmax"], runs["jem"]], out_dir / "report",
+                         title="Calibration on the synthetic demo corpus (test split)")
+    return {"corpus": corpus["root"], "runs": runs, "report": report, "calibration": calibration}
