@@ -35,7 +35,7 @@ def test_langevin_reproduces_a_known_gaussian():
     cov = torch.tensor([[1.0, 0.6], [0.6, 0.8]])
     model = GaussianLogDensity(mean, torch.linalg.inv(cov))
     eps = 0.2
-    buffer = ReplayBuffer((2,), size=16, init="normal", seed=0)
+    buffer = ReplayBuffer((2,), size=16, init="normal", seed=0, device="cpu")
     sampler = SGLDSampler(model, buffer, n_steps=300, step_size=eps**2 / 2, noise_std=eps, seed=1, cuda_graph=False)
     x0 = mean + 2 * torch.randn(3000, 2, generator=torch.Generator().manual_seed(0))
     x = sampler.run_chain(x0).double()
@@ -65,7 +65,7 @@ def toy_classifier():
 
 
 def test_sampling_lowers_energy_of_random_starts(toy_classifier):
-    buffer = ReplayBuffer((2,), size=256, init="uniform", reinit_freq=0.0, seed=3)
+    buffer = ReplayBuffer((2,), size=256, init="uniform", reinit_freq=0.0, seed=3, device="cpu")
     sampler = SGLDSampler(toy_classifier, buffer, n_steps=30, step_size=0.05, noise_std=0.01, seed=4)
     x0 = torch.rand(256, 2) * 8 - 4
     with torch.no_grad():
@@ -77,7 +77,7 @@ def test_sampling_lowers_energy_of_random_starts(toy_classifier):
 
 
 def test_conditional_sampling_raises_the_class_probability(toy_classifier):
-    buffer = ReplayBuffer((2,), size=300, n_classes=3, init="uniform", reinit_freq=0.0, seed=5)
+    buffer = ReplayBuffer((2,), size=300, n_classes=3, init="uniform", reinit_freq=0.0, seed=5, device="cpu")
     sampler = SGLDSampler(toy_classifier, buffer, n_steps=30, step_size=0.05, noise_std=0.01, seed=6)
     y = torch.full((100,), 2, dtype=torch.int64)
     x0 = torch.rand(100, 2) * 8 - 4
@@ -90,7 +90,7 @@ def test_conditional_sampling_raises_the_class_probability(toy_classifier):
 
 
 def test_sample_writes_back_and_returns_buffer_dtype(toy_classifier):
-    buffer = ReplayBuffer((2,), size=8, init="uniform", reinit_freq=0.0, seed=0)
+    buffer = ReplayBuffer((2,), size=8, init="uniform", reinit_freq=0.0, seed=0, device="cpu")
     sampler = SGLDSampler(toy_classifier, buffer, n_steps=2, step_size=0.1, noise_std=0.01, seed=0)
     sampler.sample(1)  # fills the buffer
     before = buffer.storage.clone()
@@ -113,7 +113,7 @@ def test_no_state_leaks_out_of_sample():
     flags = [p.requires_grad for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     for mode in ("eval", "train", "keep"):
-        buffer = ReplayBuffer((2,), size=32, seed=0)
+        buffer = ReplayBuffer((2,), size=32, seed=0, device="cpu")
         SGLDSampler(model, buffer, n_steps=3, model_mode=mode, seed=0).sample(16)
         assert [p.requires_grad for p in model.parameters()] == flags
         assert [m.training for m in model.modules()] == modes
@@ -133,7 +133,7 @@ def test_model_sees_the_requested_mode():
             return self.lin(x)
 
     model = Probe().train()
-    SGLDSampler(model, ReplayBuffer((2,), size=8), n_steps=2, model_mode="eval").sample(4)
+    SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=2, model_mode="eval").sample(4)
     assert seen == [(False, False), (False, False)]
     assert model.training
 
@@ -172,7 +172,7 @@ def test_pyld_matches_a_straightforward_reimplementation(noise_std):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 5, 3))
     x0 = torch.rand(5, 1, 6, 5) * 2 - 1
-    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0)
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
     sampler = SGLDSampler(
         model, buffer, n_steps=3, step_size=0.5, noise_std=noise_std, method="pyld", pyld_layer=model[0],
         pyld_inner_steps=4, pyld_lr=0.2, pyld_grad_clamp=1.0, pyld_clamp=(-1.0, 1.0), seed=11,
@@ -186,26 +186,26 @@ def test_pyld_matches_a_straightforward_reimplementation(noise_std):
 def test_pyld_needs_a_first_layer():
     model = nn.Linear(2, 3)
     with pytest.raises(ValueError, match="first_layer"):
-        SGLDSampler(model, ReplayBuffer((2,), size=8), method="pyld")
+        SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), method="pyld")
 
 
 def test_presets_carry_the_reference_defaults():
     model = nn.Linear(2, 3)
     model.first_layer = model
-    jem = SGLDSampler.preset("jem", model, ReplayBuffer((2,), size=8))
+    jem = SGLDSampler.preset("jem", model, ReplayBuffer((2,), size=8, device="cpu"))
     assert (jem.n_steps, jem.step_size, jem.noise_std, jem.model_mode) == (20, 1.0, 0.01, "eval")
-    jempp = SGLDSampler.preset("jempp", model, ReplayBuffer((2,), size=8))
+    jempp = SGLDSampler.preset("jempp", model, ReplayBuffer((2,), size=8, device="cpu"))
     assert (jempp.method, jempp.pyld_lr, jempp.noise_std, jempp.model_mode) == ("pyld", 0.2, 0.0, "train")
-    sada = SGLDSampler.preset("sadajem", model, ReplayBuffer((2,), size=8), n_steps=7)
+    sada = SGLDSampler.preset("sadajem", model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=7)
     assert (sada.n_steps, sada.grad_clamp, sada.clamp, sada.noise_std) == (7, 1.0, (-1.0, 1.0), 0.0)
     assert set(PRESETS) == {"jem", "jempp", "sadajem"}
     with pytest.raises(ValueError, match="preset"):
-        SGLDSampler.preset("ebm", model, ReplayBuffer((2,), size=8))
+        SGLDSampler.preset("ebm", model, ReplayBuffer((2,), size=8, device="cpu"))
 
 
 def test_state_round_trip_reproduces_samples(toy_classifier):
     def make():
-        return SGLDSampler(toy_classifier, ReplayBuffer((2,), size=64, seed=1), n_steps=3, seed=2)
+        return SGLDSampler(toy_classifier, ReplayBuffer((2,), size=64, seed=1, device="cpu"), n_steps=3, seed=2)
 
     a = make()
     a.sample(16)
@@ -233,11 +233,11 @@ def test_state_round_trip_reproduces_samples(toy_classifier):
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SGLDSampler(nn.Linear(2, 3), ReplayBuffer((2,), size=8), **kwargs)
+        SGLDSampler(nn.Linear(2, 3), ReplayBuffer((2,), size=8, device="cpu"), **kwargs)
 
 
 def test_bad_sample_calls(toy_classifier):
-    sampler = SGLDSampler(toy_classifier, ReplayBuffer((2,), size=9, n_classes=3), n_steps=1)
+    sampler = SGLDSampler(toy_classifier, ReplayBuffer((2,), size=9, n_classes=3, device="cpu"), n_steps=1)
     with pytest.raises(ValueError, match="batch_size"):
         sampler.sample(0)
     with pytest.raises(ValueError, match="int64"):
@@ -246,20 +246,22 @@ def test_bad_sample_calls(toy_classifier):
         sampler.sample(4, torch.zeros(5, dtype=torch.int64))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            SGLDSampler(toy_classifier, ReplayBuffer((2,), size=8), cuda_graph=True)
+            SGLDSampler(toy_classifier, ReplayBuffer((2,), size=8, device="cpu"), cuda_graph=True)
 
 
 def test_nvtx_ranges_are_free_when_off_and_work_when_on():
     assert nvtx_range("x", enabled=False) is nvtx_range("y", enabled=False)
     with nvtx_range("sgld/test", enabled=True):
         pass
-    SGLDSampler(nn.Linear(2, 3), ReplayBuffer((2,), size=8), n_steps=2, nvtx=True).sample(4)
+    SGLDSampler(nn.Linear(2, 3), ReplayBuffer((2,), size=8, device="cpu"), n_steps=2, nvtx=True).sample(4)
 
 
 # --------------------------------------------------------------------- CUDA graphs (GPU only)
 def _cuda_setup(seed=0, amp_dtype=None, n_classes=None):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).cuda()
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    ).cuda()
     buffer = ReplayBuffer((1, 16, 24), size=128, n_classes=n_classes, seed=1, device="cuda")
     return model, buffer
 

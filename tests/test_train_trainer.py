@@ -169,7 +169,7 @@ def test_batch_must_match_a_given_samplers_buffer():
     from jemfast.sampling.sampler import SGLDSampler
 
     model = mlp()
-    sampler = SGLDSampler.preset("jem", model, ReplayBuffer((5,), size=32, seed=0), n_steps=2, seed=0)
+    sampler = SGLDSampler.preset("jem", model, ReplayBuffer((5,), size=32, seed=0, device="cpu"), n_steps=2, seed=0)
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=sampler)
     with pytest.raises(ValueError, match=r"set up for \(5,\)"):
         trainer.step(*blobs(8, seed=9))
@@ -194,7 +194,7 @@ def test_batch_norm_models_normalise_data_and_samples_separately():
     model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     seen = []
     model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    sampler = SGLDSampler(model, ReplayBuffer((2,), size=32, seed=0), n_steps=1, seed=0)
+    sampler = SGLDSampler(model, ReplayBuffer((2,), size=32, seed=0, device="cpu"), n_steps=1, seed=0)
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), sampler=sampler, progress=False)
     assert trainer.joint_forward is False
     x, y = torch.randn(6, 2), torch.randint(0, 3, (6,))
