@@ -9,7 +9,8 @@ metrics.jsonl holds one JSON object per line with a ``"kind"``:
 - ``"rollback"``: ``step, restored_step, rollbacks, lr_scale, reason``.
 
 Only rank 0 writes. The progress display is a tqdm bar when stderr is a terminal and
-plain log lines (``logging``) otherwise.
+plain log lines (``logging``) otherwise, at most one every :data:`LOG_INTERVAL_S`
+seconds (every step's record is in metrics.jsonl anyway).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 __all__ = ["RunLog"]
 
 logger = logging.getLogger(__name__)
+
+# Plain progress lines (no terminal): one per this many seconds keeps CI and log files readable.
+LOG_INTERVAL_S = 20.0
 
 
 def _json_safe(value: Any) -> Any:
@@ -46,6 +51,7 @@ class RunLog:
         use_bar = sys.stderr.isatty() if progress is None else progress
         self._use_bar = bool(use_bar) and enabled
         self._bar = None
+        self._last_line = -math.inf
 
     @property
     def metrics_path(self) -> Path | None:
@@ -81,8 +87,12 @@ class RunLog:
         if self._bar is not None:
             self._bar.update(n_steps)
             self._bar.set_postfix(text, refresh=False)
-        else:
-            logger.info("step %s: %s", summary.get("step"), " ".join(f"{k}={v}" for k, v in text.items()))
+        elif time.monotonic() - self._last_line >= LOG_INTERVAL_S:
+            self._last_line = time.monotonic()
+            step = summary.get("step")
+            text.pop("step", None)
+            step = int(step) if isinstance(step, float) and math.isfinite(step) else step
+            logger.info("step %s: %s", step, " ".join(f"{k}={v}" for k, v in text.items()))
 
     def close_bar(self) -> None:
         if self._bar is not None:
