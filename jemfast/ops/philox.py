@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
-from jemfast.backends import resolve_backend
+from jemfast.backends import resolve_backend, triton_unavailable_reason
 
 _SEED_BITS = 63
 
@@ -62,6 +62,10 @@ def _draw(rng_state: torch.Tensor, shape, normal: bool, backend: str | None) -> 
         raise ValueError(f"shape must be non-negative, got {tuple(shape)}")
     out = torch.empty(shape, dtype=torch.float32, device=rng_state.device)
     name = resolve_backend(backend, rng_state.device)
+    if name == "cuda":
+        # The extension has no fill kernel; Triton's is one launch instead of the
+        # reference's ~150 small ones (same numbers either way).
+        name = "triton" if triton_unavailable_reason(rng_state.device) is None else "torch"
     torch.ops.jemfast.random_(out, rng_state, normal, name if name in ("triton", "cpu") else "torch")
     return out
 
