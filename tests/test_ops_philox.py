@@ -72,11 +72,9 @@ def test_philox_known_answers():
 
 @pytest.mark.parametrize("offset", [0, 2**32 - 100, 2**40 + 3, 2**62])
 @pytest.mark.parametrize("n", [1, 129, 4099])
-@pytest.mark.parametrize("backend", ["triton", "cuda" if HAS_CUDA else "cpu"])
+@pytest.mark.parametrize("backend", ["triton"] if HAS_CUDA else ["triton", "cpu"])  # the extension has no fill kernel
 def test_fast_backends_draw_the_same_numbers_as_the_reference(backend, offset, n):
     dev = _device()
-    if backend == "cuda":
-        backend = "torch"  # the CUDA extension draws through the reference (graph-safe, small draws)
     for draw, exact in ((random_uniform, True), (random_normal, False)):
         s_torch = torch.tensor([99, offset], dtype=torch.int64, device=dev)
         s_triton = s_torch.clone()
