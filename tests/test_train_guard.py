@@ -92,3 +92,20 @@ def test_guard_settings_are_validated():
         DivergenceGuard(gap_threshold=-1.0)
     with pytest.raises(ValueError, match="max_rollbacks"):
         DivergenceGuard(max_rollbacks=-1)
+
+
+def test_an_epoch_that_passed_the_guard_is_the_rollback_point(tmp_path):
+    """Short runs (fewer steps than snapshot_every) must not fall back to step 0."""
+    x, y = blobs(256, seed=5)
+    loader = list(zip(x.split(32), y.split(32)))  # 8 steps per epoch
+    guard = DivergenceGuard(gap_threshold=1e4, loss_threshold=1e4, snapshot_every=1000, lr_factor=0.5)
+    trainer = make_trainer(tmp_path / "run", guard)
+    trainer.fit(loader, epochs=1)
+    assert trainer._snapshot_step == 8
+    spike(trainer)
+    for xb, yb in loader[:3]:
+        trainer.step(xb, yb)
+    trainer.close()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rollbacks = [r for r in records if r["kind"] == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["restored_step"] == 8
