@@ -206,3 +206,17 @@ def test_batch_norm_models_normalise_data_and_samples_separately():
     assert JEMTrainer(plain, torch.optim.SGD(plain.parameters(), lr=0.01), progress=False).joint_forward is True
     with pytest.raises(ValueError, match="joint_forward"):
         JEMTrainer(plain, torch.optim.SGD(plain.parameters(), lr=0.01), joint_forward="yes")
+
+
+def test_plain_progress_lines_are_throttled(caplog):
+    """Without a terminal, progress goes to logging at most every LOG_INTERVAL_S seconds."""
+    import logging
+
+    model = nn.Sequential(nn.Linear(2, 3))
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), p_x_weight=0.0, progress=False)
+    x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    with caplog.at_level(logging.INFO, logger="jemfast.train.run_log"):
+        for _ in range(5):
+            trainer.step(x, y)
+    lines = [r.getMessage() for r in caplog.records if r.name == "jemfast.train.run_log"]
+    assert len(lines) == 1 and lines[0].startswith("step 1:")
