@@ -63,6 +63,9 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         torch.save({"straight": straight, "resumed": [p.detach() for p in resumed.module.parameters()],
                     "buffer_straight": buffer_straight, "buffer_resumed": resumed.sampler.buffer.storage},
                    f"{out_dir}/rank{rank}.pt")
+        # Both ranks reach here before either tears gloo down: destroying the group while
+        # the other rank still finishes its last collective aborted a process now and then.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
