@@ -72,7 +72,14 @@ def worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_processes_train_and_resume(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    try:
+        mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException:
+        # gloo's teardown has been seen to abort a process ("terminate called without an
+        # active exception") after its work was done; that is not the trainer's doing.
+        # A crash before a rank saved its results still fails here.
+        if not all((tmp_path / f"rank{r}.pt").is_file() for r in range(WORLD)):
+            raise
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for r, res in enumerate(results):
         for a, b in zip(res["straight"], res["resumed"]):
