@@ -77,8 +77,8 @@ def random_op(out: Tensor, rng_state: Tensor, normal: bool, backend: str) -> Non
     if backend in ("triton", "cpu"):
         _backend_module(backend).random_forward(out, rng_state, normal)
         return
-    # The CUDA extension has no separate random kernel: the reference is
-    # graph-safe and these draws (buffer indices, re-init noise) are small.
+    # "torch": the reference (jemfast.ops.philox routes "cuda" to Triton or here,
+    # since the extension has no fill kernel).
     from jemfast.backends import torch_ref
 
     n = out.numel()

@@ -117,8 +117,8 @@ class FeatureRecipe:
 def mel_filters(recipe: FeatureRecipe) -> np.ndarray:
     """Mel filter bank (n_mels, n_fft // 2 + 1) float32, as librosa builds it.
 
-    Cached per recipe (building it costs more than a 3 s utterance's STFT); the
-    returned array is read-only.
+    Cached per recipe, so a cache build and every TorchLogMel share one bank
+    instead of rebuilding it per utterance; the returned array is read-only.
     """
     import librosa
 
