@@ -1,4 +1,4 @@
-"""DDP under gloo with 2 processes: training stays in sync, checkpoints resume on 2 or 1 ranks."""
+"""DDP under gloo with 2 processes: training stays in sync, checkpoints resume on 2, 1 or more ranks."""
 
 from __future__ import annotations
 
@@ -107,3 +107,54 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
     saved_buffer = state["ranks"][0]["sampler"]["buffer"]["storage"]
     changed = (single.sampler.buffer.storage != saved_buffer).any(1).sum().item()
     assert changed <= 16, "only the rows sampled in one step may differ from rank 0's saved buffer"
+
+
+def grow_worker(rank: int, port: int, out_dir: str) -> None:
+    """Resume a single-process checkpoint on 2 ranks and train one step."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(100 + rank)
+        trainer = make_trainer(model_seed=5 + rank)  # different weights per rank until the load
+        trainer.load_checkpoint(f"{out_dir}/single.pt")
+        loaded = [p.detach().clone() for p in trainer.module.parameters()]
+        x, y = rank_batches(rank, 1)[0]
+        trainer.step(x, y)
+        torch.save({"loaded": loaded, "params": [p.detach() for p in trainer.module.parameters()],
+                    "rng_state": trainer.sampler.rng_state, "step": trainer.step_count,
+                    "buffer": trainer.sampler.buffer.storage}, f"{out_dir}/grown{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
+    from test_train_trainer import mlp
+
+    torch.manual_seed(0)
+    model = mlp(0)
+    single = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), buffer_size=64,
+                        sampler_options={"n_steps": 3}, progress=False)
+    for x, y in rank_batches(0, 2):
+        single.step(x, y)
+    single.save_checkpoint(tmp_path / "single.pt")
+    saved = load_checkpoint(tmp_path / "single.pt")
+    saved_buffer = saved["ranks"][0]["sampler"]["buffer"]["storage"]
+
+    try:
+        mp.spawn(grow_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException:  # see test_ddp_two_processes_train_and_resume
+        if not all((tmp_path / f"grown{r}.pt").is_file() for r in range(WORLD)):
+            raise
+    grown = [torch.load(tmp_path / f"grown{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert [g["step"] for g in grown] == [3, 3]
+    for g in grown:
+        for a, b in zip(g["loaded"], saved["model"].values()):
+            assert torch.equal(a, b), "each rank must load the checkpoint's weights"
+    for a, b in zip(grown[0]["params"], grown[1]["params"]):
+        assert torch.equal(a, b), "both ranks must continue from the checkpoint's weights, in sync"
+    assert not torch.equal(grown[0]["rng_state"], grown[1]["rng_state"]), \
+        "the rank without a saved entry must be reseeded, not replay rank 0's noise"
+    for g in grown:  # each rank starts from the saved buffer; one step rewrites at most a batch of rows
+        assert (g["buffer"] != saved_buffer).any(1).sum().item() <= 16

@@ -6,6 +6,13 @@ of data, or the loss turns NaN); the reference implementation simply crashes whe
 passed a check, and on divergence restores it, reseeds the sampler, optionally lowers
 the learning rate and continues. Checks happen only at host-sync intervals: between
 them a device-side flag accumulates, so no step forces a sync.
+
+The data stream is not rewound: after a rollback, training goes on with the next
+batch the loader yields, so the batches seen between the snapshot and the
+divergence are skipped for that epoch (the weights, optimizer, scheduler, buffer
+and step counter all return to the snapshot). Replaying them would need every
+loader to be seekable, and re-feeding the batches that led to a blow-up is not
+obviously better than moving on.
 """
 
 from __future__ import annotations

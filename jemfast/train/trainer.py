@@ -50,6 +50,7 @@ from jemfast.train.checkpoint import (
     save_checkpoint,
 )
 from jemfast.train.guard import DivergenceError, DivergenceGuard
+from jemfast.train.interrupt import StepInterrupts
 from jemfast.train.run_log import RunLog
 from jemfast.train.step_metrics import StepClock, StepMetrics
 
@@ -191,6 +192,7 @@ class JEMTrainer:
         if joint_forward is None:
             joint_forward = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
         self.joint_forward = joint_forward
+        self._interrupts = StepInterrupts()
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
         self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
@@ -358,7 +360,8 @@ class JEMTrainer:
             DivergenceError: the divergence guard ran out of rollbacks.
         """
         self.validate_batch(x, y)
-        return self._train_step(x, y)
+        with self._interrupts.step():
+            return self._train_step(x, y)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepMetrics:
         x = x.to(self.device, non_blocking=True)
@@ -701,7 +704,9 @@ class JEMTrainer:
         Returns:
             The epoch records of this call, in order.
 
-        On KeyboardInterrupt a resumable last.pt is written before the exception propagates.
+        Ctrl-C lets the current step finish, then writes a resumable last.pt and re-raises
+        the KeyboardInterrupt; a second Ctrl-C within the same step stops at once and writes
+        nothing (see jemfast.train.interrupt).
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -719,11 +724,16 @@ class JEMTrainer:
         self.log.write_config({**self.config(), **(config or {})})
         history: list[dict[str, Any]] = []
         try:
-            while self.epoch < epochs:
-                history.append(self._run_epoch(train_loader, val_loader, checkpoint_every, callback))
+            with self._interrupts.listening():
+                while self.epoch < epochs:
+                    history.append(self._run_epoch(train_loader, val_loader, checkpoint_every, callback))
         except KeyboardInterrupt:
             self.log.close_bar()
-            if ckpt_dir is not None:
+            if self._interrupts.torn:
+                logger.warning("interrupted in the middle of step %d: that state is inconsistent, so no checkpoint "
+                               "was written from it%s", self.step_count + 1,
+                               f"; {ckpt_dir / 'last.pt'} holds the last complete one" if ckpt_dir else "")
+            elif ckpt_dir is not None:
                 # Other ranks may be gone already; never block on a collective here.
                 self.save_checkpoint(ckpt_dir / "last.pt", gather=False)
                 logger.warning("interrupted at step %d; resumable checkpoint written to %s",
@@ -743,8 +753,9 @@ class JEMTrainer:
                 raise TypeError(f"train_loader must yield (x, y, ...) batches, got {type(batch).__name__}")
             x, y = batch[0], batch[1]
             self.validate_batch(x, y, check_values=self.check_values is not False)
-            self._train_step(x, y)
-            self._fit_state["batch_in_epoch"] += 1
+            with self._interrupts.step():  # Ctrl-C lands between steps, never inside one
+                self._train_step(x, y)
+                self._fit_state["batch_in_epoch"] += 1
             if checkpoint_every and self.step_count % checkpoint_every == 0 and self.run_dir is not None:
                 self.save_checkpoint(self._checkpoint_dir() / "last.pt")
         self.sync()
