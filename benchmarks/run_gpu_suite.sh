@@ -14,7 +14,10 @@
 # non-zero when the build, the tests or any benchmark failed.
 #
 # Environment: PYTHON (interpreter, default python), MAX_JOBS (build
-# parallelism), SUITE_TESTS (pytest targets, default tests), OUT (copy target).
+# parallelism), SUITE_TESTS (pytest targets, default tests), OUT (copy target),
+# JEMFAST_WHEELS (folder of wheels, default .whl: when it holds any, they are
+# installed first, without network, into a private folder put on PYTHONPATH;
+# benchmarks/fetch_offline_wheels.sh makes it on a machine that has a registry).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +39,19 @@ exec > >(tee -a "$LOG") 2>&1
 
 status=0
 phase() { echo; echo "=== $* ($(date -u +%H:%M:%S), ${SECONDS}s elapsed) ==="; }
+
+WHEELS="${JEMFAST_WHEELS:-$ROOT/.whl}"
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  phase "install wheels from $WHEELS"
+  SITE="${TMPDIR:-/tmp}/jemfast-suite-site"
+  if "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+      "$WHEELS"/*.whl; then
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+  else
+    echo "WHEEL INSTALL FAILED"
+    status=1
+  fi
+fi
 
 phase "environment"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "nvidia-smi unavailable"
