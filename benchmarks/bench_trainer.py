@@ -108,11 +108,17 @@ def main(argv=None):
     config = {"model": model_name, "batch_size": batch_size, "sample_shape": list(sample_shape),
               "sgld_steps": sgld_steps, "buffer_size": args.buffer_size, "iters": iters, "repeats": args.repeats}
     records = []
+    results = None if args.no_write else common.RunResults("trainer", device)
+
+    def keep(record):  # written at once: a time limit keeps what was measured
+        records.append(record)
+        if results is not None:
+            results.add([record])
 
     model, opt = fresh_model()
     reference = ReferenceIteration(model, opt, sample_shape, args.buffer_size, sgld_steps, device)
     ref_rate = iterations_per_second(reference.step, batches, device, 2, iters, args.repeats)
-    records.append({"name": "trainer_iteration", "impl": "jem_reference", "amp": None, **config,
+    keep({"name": "trainer_iteration", "impl": "jem_reference", "amp": None, **config,
                     "its_per_s": ref_rate[0], "its_per_s_min": ref_rate[1], "its_per_s_max": ref_rate[2],
                     "speedup_vs_reference": 1.0})
 
@@ -123,7 +129,7 @@ def main(argv=None):
         trainer = JEMTrainer(model, opt, sampler=sampler, amp_dtype=amp, progress=False, n_classes=args.classes)
         rate = iterations_per_second(trainer.step, batches, device, 3, iters, args.repeats)
         trainer.sync()
-        records.append({"name": "trainer_iteration", "impl": "jemfast_trainer",
+        keep({"name": "trainer_iteration", "impl": "jemfast_trainer",
                         "amp": str(amp).replace("torch.", "") if amp else None, **config,
                         "its_per_s": rate[0], "its_per_s_min": rate[1], "its_per_s_max": rate[2],
                         "speedup_vs_reference": rate[0] / ref_rate[0]})
@@ -131,8 +137,8 @@ def main(argv=None):
     for r in records:
         print(f"{common.device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
               f"(x{r['speedup_vs_reference']:.2f} vs reference)")
-    if not args.no_write:
-        print("results:", common.write_results("trainer", records, device))
+    if results is not None:
+        print("results:", results.path)
     return records
 
 

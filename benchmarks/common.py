@@ -121,6 +121,24 @@ def gbytes_per_s(num_bytes: float, ms: float) -> float:
     return num_bytes / (ms * 1e-3) / 1e9
 
 
+def _results_path(name: str, device, results_dir: Path | None) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"result name must be a plain file stem (letters, digits, _ . -), got {name!r}")
+    folder = (results_dir or RESULTS_DIR) / device_slug(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.json"
+
+
+def _read_runs(path: Path) -> list:
+    if not path.is_file():
+        return []
+    try:
+        runs = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return []
+    return runs if isinstance(runs, list) else [runs]
+
+
 def write_results(
     name: str, records: list[dict], device: torch.device | str | None = None, results_dir: Path | None = None
 ) -> Path:
@@ -129,22 +147,38 @@ def write_results(
     The file holds a JSON list of runs, oldest first; a missing or unreadable
     file starts a new list. Returns the path written.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"result name must be a plain file stem (letters, digits, _ . -), got {name!r}")
-    folder = (results_dir or RESULTS_DIR) / device_slug(device)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    runs: list = []
-    if path.is_file():
-        try:
-            runs = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            runs = []
-        if not isinstance(runs, list):
-            runs = [runs]
+    path = _results_path(name, device, results_dir)
+    runs = _read_runs(path)
     runs.append({"environment": environment(device), "records": records})
     path.write_text(json.dumps(runs, indent=2) + "\n")
     return path
+
+
+class RunResults:
+    """One run's records, written out again after every :meth:`add`.
+
+    For benchmarks with several long parts: a run stopped by a time limit keeps
+    what it had measured. The run is appended to the file at the first add and
+    replaced in place afterwards.
+    """
+
+    def __init__(self, name: str, device: torch.device | str | None = None, results_dir: Path | None = None):
+        self.path = _results_path(name, device, results_dir)
+        self.device = device
+        self.records: list[dict] = []
+        self._index: int | None = None
+
+    def add(self, records: list[dict]) -> Path:
+        self.records.extend(records)
+        runs = _read_runs(self.path)
+        run = {"environment": environment(self.device), "records": self.records}
+        if self._index is None or self._index >= len(runs):
+            runs.append(run)
+            self._index = len(runs) - 1
+        else:
+            runs[self._index] = run
+        self.path.write_text(json.dumps(runs, indent=2) + "\n")
+        return self.path
 
 
 def available_backends(device: torch.device, skip: tuple[str, ...] = ()) -> list[str]:

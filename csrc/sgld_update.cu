@@ -1,4 +1,5 @@
 // Fused in-place SGLD update with in-kernel Gaussian noise.
+#include <atomic>
 #include <cstdint>
 
 #include "dtype.cuh"
@@ -101,11 +102,18 @@ template <typename T, int VEC>
 cudaError_t launch_sgld_typed(T* x, const T* grad, int64_t* rng_state, int64_t numel, const SgldParams& params,
                               cudaStream_t stream) {
   const int64_t work_items = numel / VEC + 1;  // packs plus at most one tail element per thread
-  int blocks_per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, sgld_update_kernel<T, VEC>, kSgldThreads, 0) !=
-          cudaSuccess ||
-      blocks_per_sm < 1) {
-    blocks_per_sm = 1;
+  // The occupancy query costs a driver call; it depends only on the kernel and the
+  // architecture, so it is asked once per instantiation (one GPU model per process).
+  static std::atomic<int> cached_blocks_per_sm{0};
+  int blocks_per_sm = cached_blocks_per_sm.load(std::memory_order_relaxed);
+  if (blocks_per_sm < 1) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, sgld_update_kernel<T, VEC>, kSgldThreads, 0) !=
+            cudaSuccess ||
+        blocks_per_sm < 1) {
+      blocks_per_sm = 1;
+    } else {
+      cached_blocks_per_sm.store(blocks_per_sm, std::memory_order_relaxed);
+    }
   }
   const int64_t resident = static_cast<int64_t>(current_sm_count()) * blocks_per_sm;
   const int64_t needed = (work_items + kSgldThreads - 1) / kSgldThreads;

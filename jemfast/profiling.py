@@ -37,22 +37,33 @@ def set_nvtx_enabled(enabled: bool) -> None:
     _enabled = bool(enabled)
 
 
+def _nvtx_push_pop():
+    """(push, pop) of the ``nvtx`` package (domain "jemfast"), else torch's own NVTX
+    bindings (no domain), so profiling still works where the package is missing."""
+    try:
+        import nvtx
+    except ImportError:
+        import torch.cuda.nvtx as torch_nvtx
+
+        return torch_nvtx.range_push, lambda: torch_nvtx.range_pop()
+    return (lambda name: nvtx.push_range(name, domain="jemfast")), (lambda: nvtx.pop_range(domain="jemfast"))
+
+
 class _Range:
     __slots__ = ("name",)
+    _push_pop = None
 
     def __init__(self, name: str):
         self.name = name
 
     def __enter__(self):
-        import nvtx
-
-        nvtx.push_range(self.name, domain="jemfast")
+        if _Range._push_pop is None:
+            _Range._push_pop = _nvtx_push_pop()
+        _Range._push_pop[0](self.name)
         return self
 
     def __exit__(self, *exc):
-        import nvtx
-
-        nvtx.pop_range(domain="jemfast")
+        _Range._push_pop[1]()
         return False
 
 

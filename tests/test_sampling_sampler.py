@@ -318,3 +318,55 @@ def test_bf16_autocast_inside_the_graph():
     sampler = SGLDSampler(model, buf, n_steps=3, seed=0, cuda_graph=True, amp_dtype=torch.bfloat16)
     x = sampler.sample(8)
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+@requires_cuda
+@pytest.mark.parametrize("backend", ["torch", "triton", "cuda"])
+def test_graph_and_eager_agree_on_every_backend(backend):
+    from jemfast.backends import unavailable_reason
+
+    reason = unavailable_reason(backend, torch.device("cuda"))
+    if reason:
+        pytest.skip(reason)
+    model, buf_g = _cuda_setup()
+    _, buf_e = _cuda_setup()
+    graph = SGLDSampler(model, buf_g, n_steps=4, seed=5, cuda_graph=True, backend=backend)
+    eager = SGLDSampler(model, buf_e, n_steps=4, seed=5, cuda_graph=False, backend=backend)
+    for _ in range(2):
+        assert_close(graph.sample(16), eager.sample(16), rtol=1e-4, atol=1e-5, name=f"samples ({backend})")
+
+
+@requires_cuda
+def test_graph_warm_up_leaves_train_mode_batch_norm_statistics_alone():
+    # Train-mode sampling (the JEM++ / SADA-JEM presets) updates batch-norm running
+    # statistics at every step; the capture's warm-up chains must not add to them.
+    import copy
+
+    def bn_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 4)).cuda()
+
+    model_g = bn_model()
+    model_e = copy.deepcopy(model_g)
+    _, buf_g = _cuda_setup()
+    _, buf_e = _cuda_setup()
+    graph = SGLDSampler(model_g, buf_g, n_steps=3, seed=2, cuda_graph=True, model_mode="train")
+    eager = SGLDSampler(model_e, buf_e, n_steps=3, seed=2, cuda_graph=False, model_mode="train")
+    for _ in range(2):
+        assert_close(graph.sample(16), eager.sample(16), rtol=1e-4, atol=1e-5, name="samples")
+    bn_g, bn_e = model_g[1], model_e[1]
+    assert bn_g.num_batches_tracked.item() == bn_e.num_batches_tracked.item() == 6
+    assert_close(bn_g.running_mean, bn_e.running_mean, rtol=1e-4, atol=1e-6, name="running_mean")
+    assert_close(bn_g.running_var, bn_e.running_var, rtol=1e-4, atol=1e-6, name="running_var")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_graph_capture_on_a_device_that_is_not_current():
+    torch.cuda.set_device(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 24, 4)).to("cuda:1")
+    buf = ReplayBuffer((1, 16, 24), size=64, seed=1, device="cuda:1")
+    x = SGLDSampler(model, buf, n_steps=3, seed=0, cuda_graph=True).sample(8)
+    assert x.device == torch.device("cuda:1") and torch.isfinite(x).all()
+    assert torch.cuda.current_device() == 0

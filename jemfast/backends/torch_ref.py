@@ -20,8 +20,10 @@ jemfast's noise is counter-based: a normal is a pure function of a 64-bit key
 
 Uniforms and normals follow Triton's ``uint_to_uniform_float`` and
 ``pair_uniform_to_normal`` (Box-Muller, using the first two Philox words). For
-``n < 2**32`` the normal is bit-for-bit the one ``tl.randn(seed, n)`` returns
-with a 32-bit offset. Past ``2**32`` the high counter bits go into ``c1``
+``n < 2**32`` the Philox words are bit-for-bit those behind ``tl.randn(seed, n)``
+with a 32-bit offset, and the normal agrees with it to a few float32 ulps: the
+log, cos and sqrt implementations differ between backends (compiled Triton uses
+an approximate sqrt on the GPU), and the tests hold normals to 1e-6. Past ``2**32`` the high counter bits go into ``c1``
 (the usual Philox4x32 counter layout). Triton's own *64-bit* offset path is a
 different generator (Philox on 64-bit words) and is deliberately not used: it
 is not Philox4x32-10 and needs 64x64-bit multiplies, which the GPU does slowly.
@@ -81,7 +83,9 @@ def uint32_to_uniform(r: torch.Tensor) -> torch.Tensor:
     the result is ``float32(v) * 4.6566127342e-10`` in float32 arithmetic.
     """
     folded = torch.where(r >= 2**31, _MASK32 - r, r)
-    return folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32, device=r.device)
+    # A device-side fill, not torch.tensor(...): copying a host value would sync the
+    # stream and is refused inside CUDA-graph capture.
+    return folded.to(torch.float32) * torch.full((), UNIFORM_SCALE, dtype=torch.float32, device=r.device)
 
 
 def box_muller(u0: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,8 @@ floor, not the launch shape.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -39,6 +41,10 @@ RANDOM_BLOCK = 1024
 # short (the paper's tasks have 4-10 classes), so several rows share a program.
 ENERGY_MAX_BLOCK_C = 1024
 ENERGY_ROW_ELEMENTS = 4096
+# Fewer rows per program when the grid would otherwise leave SMs idle (2 programs
+# per SM of an H100, 132 SMs): a (256, 32000) batch would get only 64 programs.
+# Each row's reduction is the same whatever the split. Not yet measured on a GPU.
+ENERGY_MIN_PROGRAMS = 264
 
 
 @triton.jit
@@ -181,6 +187,14 @@ def _energy_backward_kernel(
         tl.store(grad_logits_ptr + idx, grad.to(grad_logits_ptr.dtype.element_ty), mask=mask)
 
 
+def _on_device_of(t: torch.Tensor):
+    """Make ``t``'s CUDA device current: Triton launches on the current device, not
+    on the tensors' (a cuda:1 tensor would otherwise be handed to a cuda:0 kernel)."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
 def sgld_update_forward(
     x: torch.Tensor,
     grad: torch.Tensor,
@@ -195,22 +209,23 @@ def sgld_update_forward(
     if n == 0:
         return
     grid = (triton.cdiv(n, SGLD_BLOCK),)
-    _sgld_update_kernel[grid](
-        x,
-        grad,
-        rng_state,
-        n,
-        float(step_size),
-        float(noise_std),
-        float(grad_clamp) if grad_clamp is not None else 0.0,
-        float(clamp[0]) if clamp is not None else 0.0,
-        float(clamp[1]) if clamp is not None else 0.0,
-        HAS_NOISE=noise_std != 0.0,
-        HAS_GRAD_CLAMP=grad_clamp is not None,
-        HAS_CLAMP=clamp is not None,
-        BLOCK=SGLD_BLOCK,
-        num_warps=SGLD_NUM_WARPS,
-    )
+    with _on_device_of(x):
+        _sgld_update_kernel[grid](
+            x,
+            grad,
+            rng_state,
+            n,
+            float(step_size),
+            float(noise_std),
+            float(grad_clamp) if grad_clamp is not None else 0.0,
+            float(clamp[0]) if clamp is not None else 0.0,
+            float(clamp[1]) if clamp is not None else 0.0,
+            HAS_NOISE=noise_std != 0.0,
+            HAS_GRAD_CLAMP=grad_clamp is not None,
+            HAS_CLAMP=clamp is not None,
+            BLOCK=SGLD_BLOCK,
+            num_warps=SGLD_NUM_WARPS,
+        )
     rng_state[1:2].add_(n)
 
 
@@ -219,13 +234,17 @@ def random_forward(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> 
     n = out.numel()
     if n == 0:
         return
-    _random_kernel[(triton.cdiv(n, RANDOM_BLOCK),)](out, rng_state, n, NORMAL=normal, BLOCK=RANDOM_BLOCK)
+    with _on_device_of(out):
+        _random_kernel[(triton.cdiv(n, RANDOM_BLOCK),)](out, rng_state, n, NORMAL=normal, BLOCK=RANDOM_BLOCK)
     rng_state[1:2].add_(n)
 
 
-def _energy_blocks(n_cols: int) -> tuple[int, int]:
+def _energy_blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
+    """(rows per program, column tile), both powers of two."""
     block_c = min(triton.next_power_of_2(max(n_cols, 1)), ENERGY_MAX_BLOCK_C)
     block_r = max(1, min(64, ENERGY_ROW_ELEMENTS // block_c))
+    while block_r > 1 and triton.cdiv(n_rows, block_r) < ENERGY_MIN_PROGRAMS:
+        block_r //= 2
     return block_r, block_c
 
 
@@ -235,10 +254,11 @@ def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     out = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
         return out
-    block_r, block_c = _energy_blocks(n_cols)
-    _energy_forward_kernel[(triton.cdiv(n_rows, block_r),)](
-        logits, out, n_rows, n_cols, 1.0 / temperature, float(temperature), BLOCK_R=block_r, BLOCK_C=block_c
-    )
+    block_r, block_c = _energy_blocks(n_rows, n_cols)
+    with _on_device_of(logits):
+        _energy_forward_kernel[(triton.cdiv(n_rows, block_r),)](
+            logits, out, n_rows, n_cols, 1.0 / temperature, float(temperature), BLOCK_R=block_r, BLOCK_C=block_c
+        )
     return out
 
 
@@ -248,8 +268,9 @@ def energy_backward(grad_e: torch.Tensor, logits: torch.Tensor, e: torch.Tensor,
     out = torch.empty(n_rows, n_cols, dtype=torch.float32, device=logits.device)
     if out.numel() == 0:
         return out
-    block_r, block_c = _energy_blocks(n_cols)
-    _energy_backward_kernel[(triton.cdiv(n_rows, block_r),)](
-        grad_e.contiguous(), logits, e, out, n_rows, n_cols, 1.0 / temperature, BLOCK_R=block_r, BLOCK_C=block_c
-    )
+    block_r, block_c = _energy_blocks(n_rows, n_cols)
+    with _on_device_of(logits):
+        _energy_backward_kernel[(triton.cdiv(n_rows, block_r),)](
+            grad_e.contiguous(), logits, e, out, n_rows, n_cols, 1.0 / temperature, BLOCK_R=block_r, BLOCK_C=block_c
+        )
     return out

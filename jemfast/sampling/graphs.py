@@ -17,8 +17,12 @@ What makes replays correct:
 * Labels for conditional sampling are copied into a static input before replay.
 * Warm-up runs the chain on a side stream before capture (cuDNN/cuBLAS pick
   their algorithms and allocate workspaces there) without writing to the
-  buffer, and the random states are restored afterwards, so warm-up leaves no
-  trace: graph and eager modes given the same states produce the same samples.
+  buffer; the sampler's and buffer's random states, torch's CUDA generator
+  (dropout) and the model's buffers (batch-norm running statistics, in
+  train-mode sampling) are restored afterwards, so warm-up leaves no trace:
+  graph and eager modes given the same states produce the same samples.
+* Capture and replay happen with the buffer's device current: CUDA graphs and
+  Triton launches follow the current device, not the tensors'.
 """
 
 from __future__ import annotations
@@ -84,14 +88,15 @@ class ChainGraphs:
             self.graphs.clear()
             self.fingerprint = fingerprint
         key = (batch_size, y is not None)
-        chain = self.graphs.get(key)
-        if chain is None:
-            chain = self._capture(batch_size, y)
-            self.graphs[key] = chain
-        if y is not None:
-            chain.static_y.copy_(y)
-        chain.graph.replay()
-        return chain.static_out.clone()
+        with torch.cuda.device(self.sampler.buffer.device):
+            chain = self.graphs.get(key)
+            if chain is None:
+                chain = self._capture(batch_size, y)
+                self.graphs[key] = chain
+            if y is not None:
+                chain.static_y.copy_(y)
+            chain.graph.replay()
+            return chain.static_out.clone()
 
     def _capture(self, batch_size: int, y: torch.Tensor | None) -> _CapturedChain:
         sampler = self.sampler
@@ -101,14 +106,19 @@ class ChainGraphs:
         if buf.init != "class_gaussian" and not buf.filled:
             buf.reset()  # host-side first fill must not be recorded into the graph
         saved_rng = (sampler.rng_state.clone(), buf.rng_state.clone())
+        model_buffers = list(sampler.model.buffers())
+        saved_buffers = [b.detach().clone() for b in model_buffers]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
+        with torch.random.fork_rng(devices=[device]), torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):
                 sampler.sample_eager(batch_size, static_y, write_back=False)
         torch.cuda.current_stream(device).wait_stream(side)
         sampler.rng_state.copy_(saved_rng[0])
         buf.rng_state.copy_(saved_rng[1])
+        with torch.no_grad():
+            for b, saved in zip(model_buffers, saved_buffers):
+                b.copy_(saved)
 
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()

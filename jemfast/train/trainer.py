@@ -83,6 +83,8 @@ class JEMTrainer:
         p_y_weight: weight of the cross-entropy term.
         energy_l2: weight of ``E(x)^2 + E(x_neg)^2`` (JEM++-style energy regulariser).
         amp_dtype: None (fp32), torch.bfloat16 or torch.float16 (with a gradient scaler on CUDA).
+            Prefer bfloat16: torch's GradScaler reads its inf check on the host, one sync
+            per step that float16 training cannot avoid.
         grad_clip: max global gradient norm, or None.
         scheduler: learning-rate scheduler, stepped after every optimizer step
             (``scheduler_interval="step"``) or every epoch (``"epoch"``).
