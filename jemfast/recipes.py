@@ -412,14 +412,24 @@ def save_config(config: dict[str, Any], path: str | os.PathLike) -> Path:
 
 # ------------------------------------------------------------------ builders
 def resolve_device(name: str):
-    """``torch.device`` for train.device; "auto" is CUDA when available, else CPU."""
+    """``torch.device`` for train.device; "auto" is CUDA when available, else CPU.
+
+    A CUDA device is also made the current one: CUDA graphs, Triton launches and
+    NCCL collectives follow the current device, not the tensors'.
+    """
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        if device.index is not None:
+            torch.cuda.set_device(device)
     return device
 
 

@@ -18,6 +18,7 @@ from jemfast.recipes import (
     load_config,
     parse_override,
     recipe_names,
+    resolve_device,
     save_config,
     validate_config,
 )
@@ -208,3 +209,14 @@ def test_sampling_clamp_reaches_the_sampler(method, attribute):
 def test_bad_sampling_clamp_names_the_key(value):
     with pytest.raises(ConfigError, match="sampling.clamp"):
         load_config("demo", [f"sampling.clamp={value}"])
+
+
+def test_resolve_device_auto_and_cpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_refuses_a_cuda_device_the_machine_lacks():
+    with pytest.raises(ConfigError, match="cuda:1000"):
+        resolve_device("cuda:1000")
