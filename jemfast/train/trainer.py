@@ -197,6 +197,10 @@ class JEMTrainer:
         self._interrupts = StepInterrupts()
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
+        if self.world_size > 1 and self.device.type == "cuda" and self.device.index is not None:
+            # NCCL's object collectives (checkpoints, pooled validation) use the current
+            # device; under torchrun it must be this rank's.
+            torch.cuda.set_device(self.device)
         self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
         self.run_dir = self.log.run_dir
 
