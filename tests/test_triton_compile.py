@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(not (NVIDIA_BIN / "ptxas").is_file() or not CUOB
 COMPILE_SCRIPT = r"""
 import json, re, subprocess, sys, tempfile
 import triton
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from jemfast.backends import triton_kernels as tk
@@ -49,9 +50,15 @@ def compile_kernel(fn, signature, constexprs, aligned, num_warps=4):
         f.write(kernel.asm["cubin"]); f.flush()
         sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True, check=True).stdout
         usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as p:
+        p.write(kernel.asm["ptx"]); p.flush()
+        log = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", p.name, "-o", "/dev/null"],
+                             capture_output=True, text=True, check=True).stderr
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     fields = dict(re.findall(r"(REG|LOCAL|STACK):(\d+)", usage))
     return {"regs": int(fields["REG"]), "local": int(fields["LOCAL"]), "stack": int(fields["STACK"]),
-            "spill_stores": len(re.findall(r"\bSTL\b", sass)), "ldg128": sass.count("LDG.E.128"), "stg128": sass.count("STG.E.128"),
+            "spill_stores": len(re.findall(r"\bSTL\b", sass)),
+            "spill_bytes": int(spill.group(1)) + int(spill.group(2)), "ldg128": sass.count("LDG.E.128"), "stg128": sass.count("STG.E.128"),
             "instructions": len(re.findall(r"/\*[0-9a-f]{4}\*/", sass))}
 
 results = {}
@@ -100,15 +107,12 @@ def test_every_kernel_compiles_for_sm90(compiled):
 
 
 def test_hot_kernels_do_not_spill(compiled):
-    # The SGLD update and the random fill run on every element of every chain step:
-    # no local memory at all. The energy forward (64 rows per program) has been seen
-    # to keep one 4-byte value on the stack outside its column loop, a negligible
-    # cost; anything more means its tile no longer fits the registers.
+    # ptxas's own spill count. The STL instructions and stack in the cubin are not
+    # the measure: they also hold libdevice cosf's large-argument scratch array (7
+    # words, on a branch never taken since 2*pi*u < 7), which Triton 3.6 leaves in
+    # local memory and Triton 3.9 does not.
     for name, r in compiled.items():
-        if name.startswith(("sgld", "random")):
-            assert r["local"] == 0 and r["stack"] == 0 and r["spill_stores"] == 0, (name, r)
-        else:
-            assert r["local"] == 0 and r["spill_stores"] <= 1, (name, r)
+        assert r["local"] == 0 and r["spill_bytes"] == 0, (name, r)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
