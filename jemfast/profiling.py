@@ -45,7 +45,7 @@ def _nvtx_push_pop():
     except ImportError:
         import torch.cuda.nvtx as torch_nvtx
 
-        return torch_nvtx.range_push, lambda: torch_nvtx.range_pop()
+        return torch_nvtx.range_push, torch_nvtx.range_pop
     return (lambda name: nvtx.push_range(name, domain="jemfast")), (lambda: nvtx.pop_range(domain="jemfast"))
 
 
