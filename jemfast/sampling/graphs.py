@@ -18,8 +18,9 @@ What makes replays correct:
 * Warm-up runs the chain on a side stream before capture (cuDNN/cuBLAS pick
   their algorithms and allocate workspaces there) without writing to the
   buffer; the sampler's and buffer's random states, torch's CUDA generator
-  (dropout) and the model's buffers (batch-norm running statistics, in
-  train-mode sampling) are restored afterwards, so warm-up leaves no trace:
+  (dropout) and the model's buffers (the chain itself never writes batch-norm
+  running statistics, but a user's module may keep other buffers) are
+  restored afterwards, so warm-up leaves no trace:
   graph and eager modes given the same states produce the same samples.
 * Capture and replay happen with the buffer's device current: CUDA graphs and
   Triton launches follow the current device, not the tensors'.

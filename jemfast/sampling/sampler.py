@@ -33,6 +33,7 @@ from torch import nn
 from jemfast.ops import check_rng_state, energy, make_rng_state, sgld_update_
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
+from jemfast.sampling.norm_stats import frozen_norm_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,9 @@ class SGLDSampler:
         clamp: clip samples to (lo, hi) after each step (None: no clip).
         temperature: T in log p(x) = logsumexp(f(x) / T).
         model_mode: "eval" (JEM), "train" (JEM++ / SADA-JEM: batch norm uses batch
-            statistics) or "keep"; the model's mode is restored after each call.
+            statistics) or "keep"; the model's mode is restored after each call. In
+            every mode the chain leaves batch-norm running statistics untouched
+            (:mod:`jemfast.sampling.norm_stats`).
         amp_dtype: run the model under ``torch.autocast`` with this dtype (e.g.
             torch.bfloat16); the update itself is always float32 arithmetic.
         cuda_graph: True, False or "auto" (on for CUDA buffers).
@@ -298,7 +301,8 @@ class SGLDSampler:
 
         x: (B, *sample_shape) tensor not requiring grad; y: optional (B,) labels.
         """
-        with input_gradient_only(self.model), model_mode(self.model, self.model_mode), torch.enable_grad():
+        with (input_gradient_only(self.model), model_mode(self.model, self.model_mode),
+              frozen_norm_statistics(self.model), torch.enable_grad()):
             if self.method == "sgld":
                 for _ in range(self.n_steps):
                     with nvtx_range("sgld/step", self.nvtx):

@@ -2,6 +2,7 @@
 
 One iteration (``JEMTrainer.step``)::
 
+    x = x + data_noise * randn_like(x)                # the reference's Gaussian data noise
     x_neg = sampler.sample(B)                         # SGLD from the replay buffer, detached
     logits = model(cat[x, x_neg])                     # one forward (two with batch norm)
     E = energy(logits, T)                             # E = -T logsumexp(logits / T)
@@ -14,6 +15,8 @@ sampling runs and the same code trains a plain softmax classifier, the paper's b
 Data and samples share one forward so DDP sees a single forward/backward per step;
 a model with batch-norm layers gets two forwards instead (``joint_forward``), so data
 and samples are normalised with their own batch statistics, as in the references.
+Samples never move the running statistics that evaluation uses: their forward (and
+the sampler's chain) runs under :func:`jemfast.sampling.frozen_norm_statistics`.
 
 Host syncs happen only every ``sync_every`` steps: then step records are written,
 the divergence guard checks its flag and the progress display updates.
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jemfast.sampling.norm_stats import frozen_norm_statistics, norm_layers
 from jemfast.train import distributed as dist_utils
 from jemfast.train.checkpoint import (
     CheckpointError,
@@ -104,7 +108,12 @@ class JEMTrainer:
         joint_forward: run data and samples through the model as one batch (one forward,
             one backward). None (default) does so unless the model has batch-norm layers:
             then data and samples go through separate forwards, so each is normalised with
-            its own batch statistics, as in the JEM++ and SADA-JEM references.
+            its own batch statistics, as in the JEM++ and SADA-JEM references, and only the
+            data's forward updates the running statistics. True is refused for a model
+            with running statistics (samples would enter them).
+        data_noise: standard deviation of Gaussian noise added to every training input,
+            in the input's units (the JEM reference adds 0.03 to images in [-1, 1]; see
+            the recipes for the value on normalised log-Mel features). 0 adds none.
     """
 
     def __init__(
@@ -133,6 +142,7 @@ class JEMTrainer:
         check_values: bool | str = "auto",
         progress: bool | None = None,
         joint_forward: bool | None = None,
+        data_noise: float = 0.0,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -191,9 +201,18 @@ class JEMTrainer:
         self.check_values = check_values
         if joint_forward not in (None, True, False):
             raise ValueError(f"joint_forward must be True, False or None, got {joint_forward!r}")
+        has_running_stats = bool(norm_layers(self.module))
         if joint_forward is None:
-            joint_forward = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.module.modules())
+            joint_forward = not has_running_stats
+        elif joint_forward and has_running_stats:
+            raise ValueError("joint_forward=True needs a model without batch-norm running statistics: one joint "
+                             "forward would fold the samples into the statistics used at evaluation; leave "
+                             "joint_forward=None (separate forwards for data and samples)")
         self.joint_forward = joint_forward
+        if not isinstance(data_noise, (int, float)) or isinstance(data_noise, bool) or not (
+                math.isfinite(data_noise) and data_noise >= 0):
+            raise ValueError(f"data_noise must be a finite number >= 0, got {data_noise!r}")
+        self.data_noise = float(data_noise)
         self._interrupts = StepInterrupts()
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
@@ -248,6 +267,7 @@ class JEMTrainer:
             "grad_clip": self.grad_clip,
             "temperature": self.temperature,
             "joint_forward": self.joint_forward,
+            "data_noise": self.data_noise,
             "n_classes": self.n_classes,
             "device": str(self.device),
             "world_size": self.world_size,
@@ -374,6 +394,8 @@ class JEMTrainer:
         y = y.to(self.device, non_blocking=True).long()
         if self._sample_shape is None:
             self._sample_shape = tuple(x.shape[1:])
+        if self.data_noise > 0:
+            x = x + self.data_noise * torch.randn_like(x)
         if self.uses_sampling:
             self._prepare_sampler(x)
         if self.guard.enabled and self._snapshot is None:
@@ -397,7 +419,9 @@ class JEMTrainer:
                 # The samples' forward goes through the unwrapped module: under DDP the
                 # gradients of both forwards meet in each parameter's accumulator before
                 # its all-reduce hook fires, so one backward still syncs once.
-                logits_all = torch.cat([self.model(x), self.module(x_neg)], 0)
+                logits_data = self.model(x)
+                with frozen_norm_statistics(self.module):
+                    logits_all = torch.cat([logits_data, self.module(x_neg)], 0)
         logits_all = logits_all.float()
         logits = logits_all[:batch]
         ce = F.cross_entropy(logits, y)
@@ -661,9 +685,11 @@ class JEMTrainer:
         return None if self.run_dir is None else self.run_dir / "checkpoints"
 
     def _epoch_iterator(self, loader: Iterable):
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)
+        # A fresh shuffle (DistributedSampler) and fresh random chunks (ChunkDataset) each
+        # epoch, both functions of (seed, epoch), so a resumed run sees the same ones.
+        for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(self.epoch)
         generator = getattr(loader, "generator", None)
         if self._fit_state["batch_in_epoch"] > 0 and self._fit_state["epoch_rng"] is not None:
             # Resuming mid-epoch: recreate the epoch's shuffle from the generator states saved
