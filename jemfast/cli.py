@@ -153,15 +153,17 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        if args.config or args.method or args.data:
+        if args.config or args.method or args.data or args.init_from:
             raise ConfigError("--resume takes the run's own config.yaml; use --set to change values, "
-                              "not --config, --method or --data")
+                              "not --config, --method, --data or --init-from")
         config = load_run_config(args.resume, args.set or [])
         run_dir = Path(args.resume)
     else:
         if args.config is None:
             raise ConfigError(f"train needs --config (a file or one of {', '.join(recipe_names())}) or --resume RUN_DIR")
         config = _config_from_args(args)
+        if args.init_from is not None:
+            config["train"]["init_from"] = args.init_from
         run_dir = Path(args.run_dir or Path("runs") / f"{config['task']['name']}_{config['train']['method']}")
     train_run(config, run_dir, resume=bool(args.resume))
     print(f"run: {run_dir}")
@@ -312,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", help=f"one of {', '.join(METHODS)} (default: the config's train.method)")
     train.add_argument("--run-dir", help="run directory (default: runs/<task>_<method>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or finished run")
+    train.add_argument("--init-from", metavar="RUN_DIR",
+                       help="start from the weights of a trained run (its best.pt, else last.pt): energy "
+                            "fine-tuning of an existing classifier (same architecture and classes)")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="predictions and metrics of runs on dev and test")

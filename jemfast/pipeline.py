@@ -162,7 +162,30 @@ def _absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("dir", "cache_dir"):
         if config["data"][key] is not None:
             config["data"][key] = str(Path(config["data"][key]).resolve())
+    if config["train"]["init_from"] is not None:
+        config["train"]["init_from"] = str(Path(config["train"]["init_from"]).resolve())
     return config
+
+
+def _initial_weights(config: dict[str, Any], labels: Sequence[str]) -> Path:
+    """The checkpoint that train.init_from names (its best.pt, else last.pt), checked against ``config``.
+
+    Raises ConfigError when the source is not a run, has no checkpoint, or trained another
+    architecture or class list, before anything is written.
+    """
+    source = Path(config["train"]["init_from"])
+    source_config = load_run_config(source)
+    if source_config["model"] != config["model"]:
+        raise ConfigError(f"train.init_from: {source} trained model {source_config['model']}, "
+                          f"but this run builds {config['model']}; the architectures must match")
+    try:
+        source_labels = _read_labels(source_config)
+    except ConfigError:  # the source's data moved: the weights' shapes are still checked on loading
+        source_labels = list(labels)
+    if list(source_labels) != list(labels):
+        raise ConfigError(f"train.init_from: {source} classifies {source_labels}, this run {list(labels)}; "
+                          "the class lists must match")
+    return _checkpoint_path(source, "best")
 
 
 def _fit_batches(dataset, batch_size: int):
@@ -217,6 +240,8 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
     )
     dev_loader = make_eval_loader(dev_set, data["eval_batch_size"], num_workers=data["num_workers"])
 
+    resuming = resume and last.is_file()
+    init_path = _initial_weights(config, labels) if train_cfg["init_from"] is not None and not resuming else None
     model = build_model(config, len(labels)).to(device)
     optimizer, scheduler = build_optimizer(config, model, len(train_loader))
     sample_shape = (1, data["n_mels"], data["chunk_frames"])
@@ -229,7 +254,6 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
         raise ConfigError(f"train.p_x_weight is 0, which trains a softmax model; use --method softmax instead of {method}")
     sampler = None
     if method != "softmax":
-        resuming = resume and last.is_file()
         # A resumed run restores the fitted class Gaussians with the buffer, so skip the fitting pass.
         fit = None if resuming else _fit_batches(train_set, data["batch_size"])
         sampler = build_sampler(config, model, sample_shape, len(labels), device, fit_batches=fit)
@@ -238,14 +262,18 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
         model, optimizer, sampler=sampler, p_x_weight=p_x_weight, energy_l2=train_cfg["energy_l2"],
         amp_dtype=amp_dtype(config), scheduler=scheduler, run_dir=run_dir, n_classes=len(labels),
         device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
+        data_noise=train_cfg["data_noise"],
     )
+    if init_path is not None:
+        with _bad_input(f"train.init_from ({init_path})"):
+            trainer.init_model_from(init_path)
     save_config(config, run_dir / CONFIG_NAME)
     with _log_to_file(run_dir / "train.log"):
         logger.info(
-            "%s %s run in %s: %s on %s, %d training utterances, %d steps per epoch, %d epochs",
-            "resuming" if resume and last.is_file() else "starting", method, run_dir,
+            "%s %s run in %s: %s on %s, %d training utterances, %d steps per epoch, %d epochs%s",
+            "resuming" if resuming else "starting", method, run_dir,
             f"WRN-{config['model']['depth']}-{config['model']['width']}", device, len(train_set),
-            len(train_loader), train_cfg["epochs"],
+            len(train_loader), train_cfg["epochs"], f", from the weights of {init_path}" if init_path else "",
         )
         try:
             trainer.fit(

@@ -9,7 +9,8 @@ every value so they read as documentation::
               chunk_frames, batch_size, eval_batch_size, num_workers, feature_workers
     model:    depth, width, norm, dropout                       (a jemfast WideResNet)
     train:    method, epochs, lr, momentum, weight_decay, warmup_steps, milestones,
-              gamma, seed, device, p_x_weight, energy_l2, checkpoint_every, amp
+              gamma, seed, device, p_x_weight, energy_l2, data_noise, init_from,
+              checkpoint_every, amp
     sampling: n_steps, buffer_size, init, reinit_freq, step_size, noise_std, pyld_lr, clamp
     eval:     n_bins
 
@@ -144,6 +145,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "device": _str(help="auto, cpu, cuda or cuda:N"),
         "p_x_weight": _float(0.0, nullable=True, help="weight of log p(x); null: 0 for softmax, 1 otherwise"),
         "energy_l2": _float(0.0),
+        "data_noise": _float(0.0, help="std of Gaussian noise added to every training input (feature units)"),
+        "init_from": _str(nullable=True, help="run directory whose best (else last) weights start this run"),
         "checkpoint_every": _int(1, nullable=True, help="also checkpoint every this many steps"),
         "amp": _str(nullable=True, choices=("bf16", "fp16")),
     },
@@ -192,6 +195,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": "auto",
         "p_x_weight": None,
         "energy_l2": 0.0,
+        "data_noise": 0.03,
+        "init_from": None,
         "checkpoint_every": None,
         "amp": None,
     },

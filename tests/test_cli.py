@@ -353,3 +353,46 @@ def test_demo_end_to_end(tmp_path, capsys):
     code, _, err = run(capsys, *argv)
     assert code == 0 and "reusing synthetic language corpus" in err
     assert load_checkpoint(out_dir / "runs" / "jem" / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+# ------------------------------------------------------------------ energy fine-tuning
+def test_init_from_starts_an_energy_run_from_a_trained_classifier(trained_runs, tiny_config, tmp_path, capsys):
+    source = load_checkpoint(trained_runs["softmax"] / "checkpoints" / "best.pt")["model"]
+    run_dir = tmp_path / "ft"
+    seen = {}
+    original = JEMTrainer.fit
+
+    def fit_and_look(self, *args, **kwargs):
+        seen["weights"] = {k: v.clone() for k, v in self.module.state_dict().items()}
+        return original(self, *args, **kwargs)
+
+    JEMTrainer.fit = fit_and_look
+    try:
+        code, out, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
+                             "--init-from", trained_runs["softmax"])
+    finally:
+        JEMTrainer.fit = original
+    assert code == 0, err
+    for name, tensor in source.items():
+        assert torch.equal(seen["weights"][name], tensor), f"{name} was not taken from the softmax run"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["train"]["init_from"] == str(trained_runs["softmax"].resolve())
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and state["step"] > 0
+    assert "from the weights of" in (run_dir / "train.log").read_text()
+
+
+def test_init_from_refuses_another_architecture_before_writing(trained_runs, tiny_config, tmp_path, capsys):
+    run_dir = tmp_path / "ft"
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
+                       "--init-from", trained_runs["softmax"], "--set", "model.width=2")
+    assert code == 1
+    assert_one_line_error(err, "the architectures must match")
+    assert not run_dir.exists()
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
+                       "--init-from", tmp_path / "nowhere")
+    assert code == 1
+    assert_one_line_error(err, "does not exist")
+    code, _, err = run(capsys, "train", "--resume", trained_runs["jem"], "--init-from", trained_runs["softmax"])
+    assert code == 1
+    assert_one_line_error(err, "--init-from")

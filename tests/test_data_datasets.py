@@ -96,3 +96,61 @@ def test_unknown_label_and_bad_chunk(cache):
         ChunkDataset(cache, ["a"])
     with pytest.raises(ValueError, match="chunk_frames"):
         ChunkDataset(cache, ["a", "b"], chunk_frames=0)
+
+
+# ------------------------------------------------------------------ chunks across epochs in training
+class RecordingChunks(ChunkDataset):
+    """A ChunkDataset that records (epoch, index, start) of every chunk it serves."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.served = []
+
+    def __getitem__(self, index):
+        self.served.append((self.epoch, index, self.chunk_start(index)))
+        return super().__getitem__(index)
+
+
+def _chunk_training(cache, run_dir, epochs, interrupt_at=None, resume=False):
+    from test_train_checkpoint import InterruptingLoader
+
+    from jemfast.train import JEMTrainer
+
+    data = RecordingChunks(cache, ["a", "b"], chunk_frames=32, seed=3)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 2))
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), p_x_weight=0.0, run_dir=run_dir,
+                         data_noise=0.1, progress=False)
+    loader = make_train_loader(data, batch_size=2, seed=3)
+    if interrupt_at is not None:
+        loader = InterruptingLoader(loader, interrupt_at)
+        loader.dataset = data
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit(loader, epochs=epochs)
+    else:
+        trainer.fit(loader, epochs=epochs, resume=resume)
+    return data.served, trainer
+
+
+def test_training_draws_a_fresh_chunk_per_utterance_each_epoch(cache, tmp_path):
+    served, _ = _chunk_training(cache, None, epochs=4)
+    assert sorted({epoch for epoch, _, _ in served}) == [0, 1, 2, 3]
+    long_ones = [i for i, e in enumerate(cache.entries) if e.frames > 32]
+    assert long_ones
+    for index in long_ones:
+        starts = {start for _, i, start in served if i == index}
+        assert len(starts) >= 3, f"utterance {index} got chunks starting at {sorted(starts)} over 4 epochs"
+    again, _ = _chunk_training(cache, None, epochs=4)
+    assert again == served  # reproducible from the seed
+
+
+def test_chunks_resume_exactly_mid_run(cache, tmp_path):
+    straight, straight_trainer = _chunk_training(cache, tmp_path / "a", epochs=3)
+    first, _ = _chunk_training(cache, tmp_path / "b", epochs=3, interrupt_at=3)  # 1 batch into epoch 1
+    rest, resumed = _chunk_training(cache, tmp_path / "b", epochs=3, resume=True)
+    # 2 batches of 2 per epoch. The resumed run re-draws epoch 1's first batch (skipped, not trained
+    # on), then serves exactly what the straight run served from there on.
+    assert len(straight) == 12 and first[:6] == straight[:6]
+    assert rest == straight[4:]
+    for p, q in zip(straight_trainer.module.parameters(), resumed.module.parameters()):
+        assert torch.equal(p, q)

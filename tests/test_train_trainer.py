@@ -220,3 +220,42 @@ def test_plain_progress_lines_are_throttled(caplog):
             trainer.step(x, y)
     lines = [r.getMessage() for r in caplog.records if r.name == "jemfast.train.run_log"]
     assert len(lines) == 1 and lines[0].startswith("step 1:")
+
+
+def test_init_model_from_takes_weights_only(tmp_path):
+    source = mlp(seed=1)
+    opt = torch.optim.SGD(source.parameters(), lr=0.1)
+    trained = JEMTrainer(source, opt, p_x_weight=0.0, run_dir=tmp_path / "src", progress=False)
+    trained.fit(loader(*blobs(64, seed=1)), epochs=1)
+    target = mlp(seed=2)
+    trainer = JEMTrainer(target, torch.optim.SGD(target.parameters(), lr=0.1), progress=False)
+    trainer.init_model_from(tmp_path / "src" / "checkpoints" / "last.pt")
+    for p, q in zip(source.parameters(), target.parameters()):
+        assert torch.equal(p, q)
+    assert trainer.step_count == 0 and trainer.epoch == 0
+    trainer.init_model_from(source.state_dict())  # a plain state_dict works too
+    wider = nn.Sequential(nn.Linear(DIM, 64), nn.SiLU(), nn.Linear(64, 32), nn.SiLU(), nn.Linear(32, N_CLASSES))
+    other = JEMTrainer(wider, torch.optim.SGD(wider.parameters(), lr=0.1), progress=False)
+    with pytest.raises(ValueError, match=r"0.weight has shape \(32, 2\) in the source"):
+        other.init_model_from(source.state_dict())
+    trainer.step(*blobs(8, seed=3))
+    with pytest.raises(ValueError, match="already at step 1"):
+        trainer.init_model_from(source.state_dict())
+
+
+def test_data_noise_is_added_to_training_inputs_only():
+    seen = []
+    model = mlp()
+    model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), p_x_weight=0.0, data_noise=0.5,
+                         progress=False)
+    x, y = blobs(256, seed=4)
+    trainer.step(x, y)
+    noise = seen[-1] - x
+    assert 0.45 < float(noise.std()) < 0.55 and abs(float(noise.mean())) < 0.05
+    seen.clear()
+    trainer.evaluate([(x, y)])
+    assert torch.equal(seen[-1], x), "evaluation must see clean inputs"
+    for bad in (-0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="data_noise"):
+            JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), data_noise=bad)

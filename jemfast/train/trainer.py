@@ -646,6 +646,42 @@ class JEMTrainer:
             dist_utils.barrier()
         return written
 
+    def init_model_from(self, source: str | Path | dict[str, Any]) -> None:
+        """Start from another run's weights: energy fine-tuning of a trained classifier.
+
+        Only the model's weights (and batch-norm statistics) are taken; the optimizer,
+        scheduler, sampler, counters and random streams stay this trainer's own, so the
+        run that follows is a fresh run from those weights.
+
+        Args:
+            source: a jemfast checkpoint file (``checkpoints/best.pt`` of a softmax run, say),
+                a checkpoint dict, or a plain ``state_dict`` of the model.
+
+        Raises:
+            ValueError: this trainer has already taken a step (use ``fit(resume=...)`` to
+                continue a run), or the weights do not fit the model (names the first mismatch).
+            CheckpointError: the file is missing or unsafe.
+        """
+        if self.step_count > 0:
+            raise ValueError(f"init_model_from starts a run; this trainer is already at step {self.step_count}")
+        state = load_checkpoint(source, map_location="cpu") if isinstance(source, (str, Path)) else source
+        if not isinstance(state, dict):
+            raise ValueError(f"init_model_from expects a checkpoint or a state_dict, got {type(state).__name__}")
+        weights = state["model"] if state.get("format") == CHECKPOINT_FORMAT else state
+        own = self.module.state_dict()
+        missing = sorted(set(own) - set(weights))
+        unexpected = sorted(set(weights) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"the weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for name, tensor in weights.items():
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise ValueError(f"the weights do not fit this model: {name} has shape {tuple(tensor.shape)} "
+                                 f"in the source and {tuple(own[name].shape)} here")
+        self.module.load_state_dict(weights)
+        self._snapshot = None
+        self._snapshot_step = -1
+        logger.info("initialised the model from %s", source if isinstance(source, (str, Path)) else "a state dict")
+
     def load_checkpoint(self, path: str | Path) -> None:
         """Resume from a file written by :meth:`save_checkpoint` (safe loading, no code runs)."""
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
