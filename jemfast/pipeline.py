@@ -262,7 +262,7 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
         model, optimizer, sampler=sampler, p_x_weight=p_x_weight, energy_l2=train_cfg["energy_l2"],
         amp_dtype=amp_dtype(config), scheduler=scheduler, run_dir=run_dir, n_classes=len(labels),
         device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
-        data_noise=train_cfg["data_noise"],
+        data_noise=train_cfg["data_noise"], temperature=train_cfg["temperature"],
     )
     if init_path is not None:
         with _bad_input(f"train.init_from ({init_path})"):

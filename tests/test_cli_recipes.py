@@ -147,7 +147,7 @@ def test_partial_file_merges_over_defaults(tmp_path):
 
 
 def test_missing_recipe_and_unknown_method():
-    with pytest.raises(ConfigError, match="neither a file nor a packaged recipe; recipes: age, demo"):
+    with pytest.raises(ConfigError, match="neither a file nor a packaged recipe; recipes: age, calibration, demo"):
         load_config("no-such-recipe")
     with pytest.raises(ConfigError, match="unknown method 'ebm'"):
         load_config("demo", method="ebm")
@@ -220,3 +220,18 @@ def test_resolve_device_auto_and_cpu():
 def test_resolve_device_refuses_a_cuda_device_the_machine_lacks():
     with pytest.raises(ConfigError, match="cuda:1000"):
         resolve_device("cuda:1000")
+
+
+@pytest.mark.parametrize("method, attribute, expected", [
+    ("jem", "clamp", None), ("sadajem", "clamp", (-4.0, 4.0)), ("jempp", "pyld_clamp", (-4.0, 4.0))])
+def test_default_clamp_suits_normalised_features(method, attribute, expected):
+    """The references' [-1, 1] is the range of images; normalised features need the data's range."""
+    from jemfast.recipes import FEATURE_CLAMP
+
+    config = load_config("demo", ["sampling.buffer_size=40"], method=method)
+    assert config["sampling"]["clamp"] is None
+    model = build_model(config, n_classes=3)
+    x, y = torch.randn(12, 1, 4, 8), torch.arange(12) % 3
+    sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
+    assert getattr(sampler, attribute) == expected
+    assert FEATURE_CLAMP == (-4.0, 4.0)
