@@ -41,6 +41,21 @@ def make_rng_state(
     return torch.tensor([value, 0], dtype=torch.int64, device=device)
 
 
+def derive_seed(*words: int) -> int:
+    """A seed in [0, 2**63) derived from ``words`` (e.g. ``(seed, rank, stream)``) by numpy's SeedSequence.
+
+    Different word tuples give statistically independent, far-apart keys, unlike
+    ``seed + rank + k``, where rank r's stream k+1 meets rank r+1's stream k.
+    """
+    from numpy.random import SeedSequence
+
+    for word in words:
+        if isinstance(word, bool) or not isinstance(word, int):
+            raise TypeError(f"derive_seed takes ints, got {type(word).__name__} {word!r}")
+    high, low = SeedSequence([w % 2**64 for w in words]).generate_state(2, dtype="uint32")
+    return (int(high) & 0x7FFFFFFF) << 32 | int(low)
+
+
 def check_rng_state(rng_state: torch.Tensor, device: torch.device, name: str = "rng_state") -> None:
     """Raise a clear error unless ``rng_state`` is an int64 tensor of shape (2,) on ``device``."""
     if not isinstance(rng_state, torch.Tensor):

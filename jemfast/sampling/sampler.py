@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from jemfast.ops import check_rng_state, energy, make_rng_state, sgld_update_
+from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state, sgld_update_
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
 from jemfast.sampling.norm_stats import frozen_norm_statistics
@@ -369,9 +369,13 @@ class SGLDSampler:
 
     # ------------------------------------------------------------------ state
     def reseed(self, seed: int) -> None:
-        """Restart the noise stream and the buffer's stream from ``seed`` (in place: graphs follow)."""
-        self.rng_state.copy_(make_rng_state(seed, self.rng_state.device))
-        self.buffer.reseed(seed + 1)
+        """Restart the noise stream and the buffer's stream from ``seed`` (in place: graphs follow).
+
+        The two streams get keys derived from ``seed`` (:func:`jemfast.ops.derive_seed`), far
+        apart from each other and from those of any other seed.
+        """
+        self.rng_state.copy_(make_rng_state(derive_seed(seed, 0), self.rng_state.device))
+        self.buffer.reseed(derive_seed(seed, 1))
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain values only (safe for ``torch.load(weights_only=True)``)."""

@@ -7,6 +7,12 @@ passed a check, and on divergence restores it, reseeds the sampler, optionally l
 the learning rate and continues. Checks happen only at host-sync intervals: between
 them a device-side flag accumulates, so no step forces a sync.
 
+Besides the loss and the energy gap, a check looks at the weights themselves (every
+parameter finite) and, at each epoch end, at validation (finite NLL below
+``val_nll_threshold``): a snapshot or checkpoint is only ever taken of weights that
+passed. A step can leave NaN weights behind a finite loss (the loss is computed
+before the update), so the loss alone is not enough.
+
 The data stream is not rewound: after a rollback, training goes on with the next
 batch the loader yields, so the batches seen between the snapshot and the
 divergence are skipped for that epoch (the weights, optimizer, scheduler, buffer
@@ -39,6 +45,9 @@ class DivergenceGuard:
             or when the loss is NaN/Inf.
         max_rollbacks: rollbacks allowed in a run; the next divergence raises DivergenceError.
         lr_factor: learning rates are multiplied by this at each rollback (1.0 keeps them).
+        val_nll_threshold: an epoch whose validation NLL (nats) is above this, or not finite,
+            counts as diverged: no useful classifier averages 1000 nats per example, while a
+            blown-up one reads 1e6 and more with finite weights.
         snapshot_every: steps between in-memory snapshots of a state that passed the check.
         enabled: False turns the guard off (a divergence then goes unnoticed).
     """
@@ -48,10 +57,11 @@ class DivergenceGuard:
     max_rollbacks: int = 5
     lr_factor: float = 0.5
     snapshot_every: int = 100
+    val_nll_threshold: float = 1e3
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("gap_threshold", "loss_threshold"):
+        for name in ("gap_threshold", "loss_threshold", "val_nll_threshold"):
             value = getattr(self, name)
             if not (value > 0):
                 raise ValueError(f"{name} must be positive, got {value!r}")

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jemfast.ops.philox import derive_seed
 from jemfast.sampling.norm_stats import frozen_norm_statistics, norm_layers
 from jemfast.train import distributed as dist_utils
 from jemfast.train.checkpoint import (
@@ -58,14 +59,19 @@ from jemfast.train.interrupt import StepInterrupts
 from jemfast.train.run_log import RunLog
 from jemfast.train.step_metrics import StepClock, StepMetrics
 
-__all__ = ["JEMTrainer"]
+__all__ = ["JEMTrainer", "NonFiniteLogits"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "jemfast.trainer/1"
 _AMP_DTYPES = (None, torch.float16, torch.bfloat16)
-# Reseeds after a rollback must differ from every seed used before and across ranks.
-_RESEED_STRIDE = 1_000_003
+# Random streams a trainer seeds, each keyed by derive_seed(seed, rank, stream, ...) so that
+# no two (rank, stream) pairs share a key (seed + rank + k would: rank r's k+1 is rank r+1's k).
+_BUFFER_STREAM, _NOISE_STREAM, _ROLLBACK_STREAM, _RESUME_STREAM, _RANK_STREAM = range(5)
+
+
+class NonFiniteLogits(ValueError):
+    """The model produced NaN or Inf logits where finite ones were needed (evaluation)."""
 
 
 def _energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -99,8 +105,9 @@ class JEMTrainer:
         sync_every: steps between host syncs (logging, guard check); None: 1 on CPU, 25 on GPU.
         guard: a :class:`DivergenceGuard`, True for the defaults, or False/None for none.
         buffer_size, sampler_preset, sampler_options, seed: the default sampler is
-            ``SGLDSampler.preset(sampler_preset, module, buffer, **sampler_options)``; seed + rank
-            seeds its buffer and noise, and rollbacks reseed from it.
+            ``SGLDSampler.preset(sampler_preset, module, buffer, **sampler_options)``; its buffer
+            and noise, rollback reseeds and (under DDP) a given sampler's streams get keys
+            derived from (seed, rank, stream) by :func:`jemfast.ops.derive_seed`.
         check_values: check inputs for NaN/Inf and labels for range before a step: "auto" checks
             CPU tensors only (``fit`` checks every batch before moving it to the device), True
             always (a host sync per step on a GPU), False never.
@@ -216,6 +223,10 @@ class JEMTrainer:
         self._interrupts = StepInterrupts()
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
+        if sampler is not None and self.world_size > 1 and hasattr(sampler, "reseed"):
+            # Ranks built from one script share every seed; without this, their chains would be
+            # identical copies and the extra ranks would add no samples.
+            sampler.reseed(derive_seed(self.seed, self.rank, _RANK_STREAM))
         if self.world_size > 1 and self.device.type == "cuda" and self.device.index is not None:
             # NCCL's object collectives (checkpoints, pooled validation) use the current
             # device; under torchrun it must be this rank's.
@@ -293,6 +304,9 @@ class JEMTrainer:
                              f"for a batch of {min(2, x.shape[0])} it returned {shape}")
         if out.shape[1] < 2:
             raise ValueError(f"model returned {out.shape[1]} logit(s) per example; expected C >= 2 classes")
+        if not out.is_floating_point():
+            raise TypeError(f"the model returned {out.dtype} logits; a JEM needs floating-point logits "
+                            "(the energy and its input gradient are taken from them)")
         return int(out.shape[1])
 
     def validate_batch(self, x: Any, y: Any, check_values: bool | None = None) -> None:
@@ -347,10 +361,10 @@ class JEMTrainer:
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             # Unconditional JEM sampling: one buffer partition, not one per class.
-            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=None,
-                                  init="uniform", device=x.device, seed=self.seed + self.rank)
+            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=None, init="uniform",
+                                  device=x.device, seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM))
             options = {"temperature": self.temperature, "amp_dtype": self.amp_dtype,
-                       "seed": self.seed + self.rank + _RESEED_STRIDE // 2, **self.sampler_options}
+                       "seed": derive_seed(self.seed, self.rank, _NOISE_STREAM), **self.sampler_options}
             self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer, **options)
         logger.info("built default %r sampler with a buffer of %d x %s on %s",
                     self.sampler_preset, self.buffer_size, tuple(x.shape[1:]), x.device)
@@ -422,6 +436,9 @@ class JEMTrainer:
                 logits_data = self.model(x)
                 with frozen_norm_statistics(self.module):
                     logits_all = torch.cat([logits_data, self.module(x_neg)], 0)
+        if not logits_all.is_floating_point():
+            raise TypeError(f"the model returned {logits_all.dtype} logits; a JEM needs floating-point logits "
+                            "(the energy and its input gradient are taken from them)")
         logits_all = logits_all.float()
         logits = logits_all[:batch]
         ce = F.cross_entropy(logits, y)
@@ -491,13 +508,21 @@ class JEMTrainer:
             return
         flag = self.guard.pending_flag()
         self.guard.reset()
-        bad = torch.zeros((), dtype=torch.uint8, device=self.device) if flag is None else flag.to(torch.uint8)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device) if flag is None else flag
+        bad = (bad | self._weights_not_finite()).to(torch.uint8)
         if self.world_size > 1:
             bad = dist_utils.all_reduce_max_(bad.clone())
         if bool(bad):
-            self._rollback("non-finite or exploding loss / energy gap")
+            self._rollback("non-finite or exploding loss / energy gap, or non-finite weights")
         elif self.step_count - self._snapshot_step >= self.guard.snapshot_every:
             self._take_snapshot()
+
+    def _weights_not_finite(self) -> torch.Tensor:
+        """Device flag: some parameter holds NaN or Inf (one reduction per parameter, no host sync)."""
+        params = [p.detach() for p in self.module.parameters()]
+        if not params:
+            return torch.zeros((), dtype=torch.bool, device=self.device)
+        return ~torch.stack([torch.isfinite(p).all() for p in params]).all().to(self.device)
 
     def _training_state(self) -> dict[str, Any]:
         state = {
@@ -553,7 +578,7 @@ class JEMTrainer:
         self._pending.clear()
         self._epoch_sums = None  # the rolled-back steps no longer count towards the epoch's means
         if self._active_sampler():
-            self.sampler.reseed(self.seed + self.rank + _RESEED_STRIDE * self.rollbacks)
+            self.sampler.reseed(derive_seed(self.seed, self.rank, _ROLLBACK_STREAM, self.rollbacks))
         record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
                   "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "lr": self._current_lr(), "reason": reason}
         self.log.write(record)
@@ -590,7 +615,8 @@ class JEMTrainer:
             "n_classes": self.n_classes,
             "sample_shape": list(self._sample_shape) if self._sample_shape is not None else None,
             "fit": {"batch_in_epoch": self._fit_state["batch_in_epoch"],
-                    "epoch_rng": self._fit_state["epoch_rng"], "epoch_gen": self._fit_state["epoch_gen"]},
+                    "epoch_rng": self._fit_state["epoch_rng"], "epoch_gen": self._fit_state["epoch_gen"],
+                    "next_gen": self._fit_state.get("next_gen")},
             "world_size": len(ranks),
             "ranks": ranks,
         }
@@ -622,7 +648,8 @@ class JEMTrainer:
         self._fit_state = dict(state["fit"])
         ranks = state["ranks"]
         own = ranks[self.rank % len(ranks)]
-        self._reseed_after_load = None if self.rank < len(ranks) else self.seed + self.rank
+        self._reseed_after_load = (None if self.rank < len(ranks)
+                                   else derive_seed(self.seed, self.rank, _RESUME_STREAM))
         if own["sampler"] is not None:
             if self.sampler is not None:
                 self.sampler.load_state_dict(own["sampler"])
@@ -714,7 +741,22 @@ class JEMTrainer:
             pooled = dist_utils.all_gather_objects((logits, labels))
             logits = torch.cat([p[0] for p in pooled])
             labels = torch.cat([p[1] for p in pooled])
+        if not bool(torch.isfinite(logits).all()):
+            bad = int((~torch.isfinite(logits)).any(1).nonzero()[0])
+            raise NonFiniteLogits(f"the model's logits are not finite (NaN or Inf) on validation example {bad}")
         return evaluate_logits(labels, logits)
+
+    def _validate(self, loader: Iterable) -> dict[str, float]:
+        """:meth:`evaluate` at an epoch end; a blown-up model rolls back (and is validated again)."""
+        for _ in range(self.guard.max_rollbacks + 2):
+            try:
+                val = self.evaluate(loader)
+            except NonFiniteLogits:
+                val = {"nll": math.inf}
+            if not self.guard.enabled or val["nll"] <= self.guard.val_nll_threshold:
+                return val
+            self._rollback(f"validation NLL {val['nll']:.3g} (threshold {self.guard.val_nll_threshold:g})")
+        raise DivergenceError("validation kept failing after rollbacks")  # _rollback raises first
 
     # ------------------------------------------------------------------ fit
     def _checkpoint_dir(self) -> Path | None:
@@ -727,6 +769,9 @@ class JEMTrainer:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(self.epoch)
         generator = getattr(loader, "generator", None)
+        if (self._fit_state["batch_in_epoch"] == 0 and isinstance(generator, torch.Generator)
+                and self._fit_state.get("next_gen") is not None):
+            generator.set_state(self._fit_state["next_gen"])
         if self._fit_state["batch_in_epoch"] > 0 and self._fit_state["epoch_rng"] is not None:
             # Resuming mid-epoch: recreate the epoch's shuffle from the generator states saved
             # when the epoch began, then skip what was already trained on.
@@ -802,10 +847,18 @@ class JEMTrainer:
                                "was written from it%s", self.step_count + 1,
                                f"; {ckpt_dir / 'last.pt'} holds the last complete one" if ckpt_dir else "")
             elif ckpt_dir is not None:
-                # Other ranks may be gone already; never block on a collective here.
-                self.save_checkpoint(ckpt_dir / "last.pt", gather=False)
-                logger.warning("interrupted at step %d; resumable checkpoint written to %s",
-                               self.step_count, ckpt_dir / "last.pt")
+                # Other ranks may be gone already; never block on a collective here. A single
+                # process checks the steps since the last sync first (a rollback may follow).
+                try:
+                    if self.world_size == 1:
+                        self.sync()
+                except DivergenceError as exc:
+                    logger.warning("interrupted after a divergence the guard could not roll back (%s); no "
+                                   "checkpoint was written from it", exc)
+                else:
+                    self.save_checkpoint(ckpt_dir / "last.pt", gather=False)
+                    logger.warning("interrupted at step %d; resumable checkpoint written to %s",
+                                   self.step_count, ckpt_dir / "last.pt")
             raise
         finally:
             self.log.close_bar()
@@ -825,24 +878,30 @@ class JEMTrainer:
                 self._train_step(x, y)
                 self._fit_state["batch_in_epoch"] += 1
             if checkpoint_every and self.step_count % checkpoint_every == 0 and self.run_dir is not None:
-                self.save_checkpoint(self._checkpoint_dir() / "last.pt")
+                self.sync()  # a checkpoint holds only weights the guard has checked
+                if self.step_count % checkpoint_every == 0:  # not rolled back to another step
+                    self.save_checkpoint(self._checkpoint_dir() / "last.pt")
         self.sync()
         if self._fit_state["batch_in_epoch"] == 0:
             raise ValueError("train_loader yielded no batches")
-        if self.guard.enabled and self.step_count > self._snapshot_step:
-            # An epoch that passed the guard is a good place to roll back to: short
-            # runs would otherwise only ever have the step-0 snapshot.
-            self._take_snapshot()
         # None when a rollback at the epoch's last sync discarded every counted step.
         sums = self._epoch_sums.clone() if self._epoch_sums is not None else torch.zeros(3, device=self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(sums)
         ce_sum, acc_sum, count = sums.tolist()
         self.epoch += 1
-        self._fit_state = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
+        generator = getattr(train_loader, "generator", None)
+        # The loader's generator where the next epoch starts: a run resumed here sets it back,
+        # so its shuffles equal a straight run's (the loader itself is rebuilt, reseeded).
+        self._fit_state = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None,
+                           "next_gen": generator.get_state() if isinstance(generator, torch.Generator) else None}
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
-        val = self.evaluate(val_loader) if val_loader is not None else {}
+        val = self._validate(val_loader) if val_loader is not None else {}
+        if self.guard.enabled and self.step_count > self._snapshot_step:
+            # An epoch that passed the guard and validation is a good place to roll back to:
+            # short runs would otherwise only ever have the step-0 snapshot.
+            self._take_snapshot()
         record = {"kind": "epoch", "epoch": self.epoch, "step": self.step_count,
                   "val_acc": val.get("acc"), "val_nll": val.get("nll"), "val_ece": val.get("ece"),
                   "train_ce": ce_sum / count if count else None,
@@ -851,14 +910,14 @@ class JEMTrainer:
         self.log.write(record)
         logger.info("epoch %d: %s", self.epoch, {k: v for k, v in record.items() if isinstance(v, float)})
         ckpt_dir = self._checkpoint_dir()
+        nll = val.get("nll")
+        improved = nll is not None and nll < self.best_val_nll
+        if improved:  # before last.pt is written, so a resumed run knows its best so far
+            self.best_val_nll = nll
         if ckpt_dir is not None:
             self.save_checkpoint(ckpt_dir / "last.pt")
-            nll = val.get("nll")
-            if nll is not None and nll < self.best_val_nll:
-                self.best_val_nll = nll
+            if improved:
                 self.save_checkpoint(ckpt_dir / "best.pt")
-        elif val.get("nll") is not None:
-            self.best_val_nll = min(self.best_val_nll, val["nll"])
         if callback is not None:
             callback(record)
         return record
