@@ -86,3 +86,24 @@ def test_write_wav_is_pcm16_and_deterministic(tmp_path):
     assert sf.info(str(tmp_path / "a.wav")).subtype == "PCM_16"
     with pytest.raises(ValueError, match="mono"):
         write_wav(tmp_path / "c.wav", np.zeros((10, 2)))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [(lambda w: w * 1e30, "out_of_range"), (lambda w: np.where(np.arange(w.size) == 7, np.nan, w), "non_finite"),
+     (lambda w: np.where(np.arange(w.size) == 7, np.inf, w), "non_finite")],
+    ids=["scaled-1e30", "nan", "inf"],
+)
+def test_out_of_range_float_file_is_named(tmp_path, damage, reason):
+    path = tmp_path / "loud.wav"
+    sf.write(path, damage(tone(0.5, 16000)).astype(np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="loud.wav") as info:
+        load_audio(path)
+    assert info.value.reason == reason
+
+
+def test_float_file_holding_int16_values_is_accepted(tmp_path):
+    # Some tools store int16 samples as floats without rescaling; features normalise the level away.
+    path = tmp_path / "int_scaled.wav"
+    sf.write(path, np.clip(tone(0.5, 16000) * 65536.0, -32768.0, 32767.0), 16000, subtype="FLOAT")
+    assert np.abs(load_audio(path)).max() == pytest.approx(32768.0, abs=1.0)

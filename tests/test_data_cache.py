@@ -1,9 +1,15 @@
-"""Feature cache: build, reopen, recipe-keyed invalidation, skipped files and workers."""
+"""Feature cache: build, reopen, recipe-keyed invalidation, skipped files, workers and concurrent builds."""
+
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from jemfast._leftovers import host_tag
 from jemfast.data.audio import AudioError, load_audio
 from jemfast.data.cache import FeatureCache
 from jemfast.data.features import FeatureRecipe, logmel
@@ -102,3 +108,100 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="FeatureRecipe"):
         FeatureCache.open(tmp_path / "cache", recipe={"n_mels": 32})
     assert not (tmp_path / "cache").exists()
+
+
+def test_out_of_range_float_file_is_refused_or_skipped(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sf.write(folder / "loud.wav", (1e30 * np.ones(8000)).astype(np.float32), 16000, subtype="FLOAT")
+    manifest = make_corpus(folder, extra_rows=[ManifestRow("loud", "loud.wav", "a")])
+    with pytest.raises(AudioError, match="loud.wav.*out_of_range"):
+        FeatureCache.build(manifest, tmp_path / "cache", workers=0, progress=False)
+    assert not (tmp_path / "cache" / FeatureRecipe().key()).exists()
+    cache = FeatureCache.build(manifest, tmp_path / "cache", workers=0, on_error="skip", progress=False)
+    assert cache.utt_ids == ["u0", "u1", "u2"] and np.isfinite(np.asarray(cache.array)).all()
+    assert [(s.utt_id, s.reason) for s in cache.skipped] == [("loud", "out_of_range")]
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    # Digital silence without a CMVN epsilon normalises 0 by 0: in-range audio, NaN features.
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sf.write(folder / "silent.wav", np.zeros(8000, dtype=np.float32), 16000)
+    manifest = make_corpus(folder, extra_rows=[ManifestRow("silent", "silent.wav", "a")])
+    with pytest.raises(AudioError, match="silent.wav.*non_finite.*NaN or infinite"):
+        FeatureCache.build(manifest, tmp_path / "cache", FeatureRecipe(cmvn_eps=0.0), workers=0, progress=False)
+
+
+def test_one_cache_however_the_data_folder_is_spelled(tmp_path, monkeypatch):
+    make_corpus(tmp_path / "c9")
+    monkeypatch.chdir(tmp_path)
+    first = FeatureCache.build("c9/m.csv", "c9/features", workers=0, progress=False)
+    built = (first.directory / "features.f32").stat().st_ino
+    spellings = [("./c9/m.csv", "./c9/features"), (tmp_path / "c9" / "m.csv", tmp_path / "c9" / "features")]
+    for manifest, cache_dir in spellings:
+        again = FeatureCache.build(manifest, cache_dir, workers=0, progress=False)
+        assert again.fingerprint == first.fingerprint, f"{manifest} gave another fingerprint"
+        assert (again.directory / "features.f32").stat().st_ino == built, f"{manifest} rebuilt the cache"
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_build_keeps_a_cache_another_process_installed_first(tmp_path, monkeypatch, rebuild):
+    manifest = make_corpus(tmp_path / "c")
+    if rebuild:
+        FeatureCache.build(manifest, tmp_path / "cache", workers=0, progress=False)
+    competitor, real_pid = {}, os.getpid()
+
+    def finish_competitor_first(rename):
+        # Just before this build moves its staging folder into place, another build of the same
+        # manifest (a second process in real life) completes and installs its own folder.
+        def hooked(src, dst, *args, **kwargs):
+            if ".partial-" in str(src) and not competitor:
+                competitor["running"] = True  # its own rename must not start yet another build
+                with monkeypatch.context() as other_process:
+                    other_process.setattr(os, "getpid", lambda: real_pid + 1)
+                    competitor["cache"] = FeatureCache.build(
+                        manifest, tmp_path / "cache", workers=0, progress=False, rebuild=rebuild
+                    )
+                competitor["inode"] = (competitor["cache"].directory / "features.f32").stat().st_ino
+            return rename(src, dst, *args, **kwargs)
+
+        return hooked
+
+    monkeypatch.setattr(os, "rename", finish_competitor_first(os.rename))
+    monkeypatch.setattr(os, "replace", finish_competitor_first(os.replace))
+    cache = FeatureCache.build(manifest, tmp_path / "cache", workers=0, progress=False, rebuild=rebuild)
+    assert competitor, "the competing build did not run"
+    assert (cache.directory / "features.f32").stat().st_ino == competitor["inode"], "the finished cache was replaced"
+    np.testing.assert_array_equal(np.asarray(cache.array), np.asarray(competitor["cache"].array))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [FeatureRecipe().key()], "staging left behind"
+
+
+def exited_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staging_folders_of_killed_builds_are_removed(tmp_path):
+    manifest = make_corpus(tmp_path / "c")
+    cache_dir = tmp_path / "cache"
+    key, host, dead = FeatureRecipe().key(), host_tag(), exited_pid()
+    names = {
+        "dead": f".{key}.partial-{host}-{dead}.1a2b3c4d",
+        "dead_older_version": f".{key}.partial-{dead}",
+        "dead_while_replacing": f".{key}.replaced-{host}-{dead}.5e6f7a8b",
+        "live": f".{key}.partial-{host}-{os.getppid()}.1a2b3c4d",
+        "other_host": f".{key}.partial-otherhost-{dead}.1a2b3c4d",
+        "other_host_idle": f".{key}.partial-otherhost-{dead}.9c8d7e6f",
+    }
+    for name in names.values():
+        (cache_dir / name).mkdir(parents=True)
+        (cache_dir / name / "features.f32").write_bytes(b"\0" * 16)
+    two_hours_ago = time.time() - 7200
+    for entry in (cache_dir / names["other_host_idle"], cache_dir / names["other_host_idle"] / "features.f32"):
+        os.utime(entry, (two_hours_ago, two_hours_ago))
+    FeatureCache.build(manifest, cache_dir, workers=0, progress=False)
+    left = {p.name for p in cache_dir.iterdir()}
+    assert left == {key, names["live"], names["other_host"]}

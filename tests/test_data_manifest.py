@@ -48,3 +48,19 @@ def test_labels_round_trip_and_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         read_labels(tmp_path / "empty.txt")
+
+
+@pytest.mark.parametrize("tail", ["u3,c.wav,b,s3,,1.0\n", ""], ids=["quote-runs-on", "quote-on-last-line"])
+def test_unterminated_quote_names_file_and_line(tmp_path, tail):
+    path = tmp_path / "quote.csv"
+    path.write_text(
+        "utt_id,path,label,speaker,subset,duration\nu1,a.wav,a,s1,,1.0\nu2,\"b.wav,b,s2,,1.0\n" + tail
+    )
+    with pytest.raises(ValueError, match=r"quote\.csv:3: row has 2 fields.*quote.*never closed"):
+        read_manifest(path)
+
+
+def test_rows_may_leave_out_trailing_optional_columns(tmp_path):
+    path = tmp_path / "short_rows.csv"
+    path.write_text("utt_id,path,label,speaker,subset,duration,start,end\nu1,a.wav,a,s1,,1.0\n")
+    assert read_manifest(path) == [ManifestRow("u1", "a.wav", "a", "s1", "", 1.0)]

@@ -1,12 +1,18 @@
-"""Checkpoints: exact resume (step-wise and mid-epoch in fit), safe loading, atomic writes."""
+"""Checkpoints: exact resume (step-wise and mid-epoch in fit), safe loading, atomic writes, checksums."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
+
+from jemfast._leftovers import host_tag
 
 from jemfast.train import (
     CheckpointError,
@@ -180,3 +186,55 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     got = (random.random(), float(np.random.rand()), torch.rand(3))
     assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])
+
+
+def test_flipped_bytes_inside_tensor_data_are_detected(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"weights": torch.full((256,), 1.5), "epoch": 3})
+    loaded = load_checkpoint(path)
+    assert set(loaded) == {"weights", "epoch"}, "the checksum record is not part of the returned state"
+    raw = bytearray(path.read_bytes())
+    data = raw.find(torch.full((256,), 1.5).numpy().tobytes())
+    assert data > 0, "tensor bytes not found in the file"
+    raw[data + 512] ^= 0x10
+    path.write_bytes(bytes(raw))
+    assert not torch.equal(torch.load(path, weights_only=True)["weights"], torch.full((256,), 1.5))
+    with pytest.raises(CheckpointError, match=r"ck\.pt.*corrupt.*SHA-256"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_checksum_still_loads(tmp_path, caplog):
+    path = tmp_path / "old.pt"
+    torch.save({"weights": torch.ones(3), "step": 7}, path)
+    with caplog.at_level(logging.DEBUG, logger="jemfast.train.checkpoint"):
+        state = load_checkpoint(path)
+    assert torch.equal(state["weights"], torch.ones(3)) and state["step"] == 7
+    assert "no checksum" in caplog.text
+
+
+def exited_pid():
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporary_files_of_killed_writers_are_removed_at_next_save(tmp_path):
+    host, dead, live = host_tag(), exited_pid(), os.getppid()
+    names = {
+        "dead": f".last.pt.{host}-{dead}.k3j4h5g6.tmp",
+        "dead_other_name": f".best.pt.{host}-{dead}.a1b2c3d4.tmp",
+        "live": f".last.pt.{host}-{live}.z9y8x7w6.tmp",
+        "other_host": f".last.pt.otherhost-{dead}.q1w2e3r4.tmp",
+        "older_version_idle": ".last.pt.m5n6b7v8.tmp",
+        "older_version_recent": ".last.pt.p0o9i8u7.tmp",
+        "unrelated": "notes.tmp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(tmp_path / names["older_version_idle"], (two_hours_ago, two_hours_ago))
+    save_checkpoint(tmp_path / "last.pt", {"value": torch.ones(1)})
+    left = {p.name for p in tmp_path.iterdir()}
+    kept = {names[k] for k in ("live", "other_host", "older_version_recent", "unrelated")}
+    assert left == kept | {"last.pt"}

@@ -4,13 +4,17 @@ The file holds ``logits`` (N, C) float32, ``labels`` (N,) int64 and, when the
 split has them, ``subsets`` (N,) of strings naming the subset of each example
 (for instance the test-duration subsets "1s", "3s", "full"). Strings are
 stored as a fixed-width unicode array so the file loads with
-``allow_pickle=False``.
+``allow_pickle=False``. Files are written to a temporary file in the same folder
+and renamed into place, so a crash mid-write never leaves a truncated file under
+the final name; a damaged file is refused on load with a message naming it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +89,12 @@ class Predictions:
         return Predictions(self.logits[mask], self.labels[mask], self.subsets[mask])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the predictions to ``path`` (.npz, uncompressed) and return the path.
+        """Write the predictions to ``path`` (.npz, uncompressed) atomically and return the path.
 
-        numpy appends ".npz" when the name lacks it; the returned path is the file written.
+        ".npz" is appended when the name lacks it; the returned path is the file
+        written. The arrays go to a temporary file in the same folder that is
+        then renamed over ``path``, so readers see the old file or the new one,
+        never a partial one.
         """
         path = Path(path)
         if path.suffix != ".npz":
@@ -96,19 +103,55 @@ class Predictions:
         arrays = {"logits": self.logits.astype(np.float32), "labels": self.labels.astype(np.int64)}
         if self.subsets is not None:
             arrays["subsets"] = self.subsets.astype(str)
-        np.savez(path, **arrays)
+        _write_npz_atomically(path, arrays)
         logger.debug("wrote %d predictions over %d classes to %s", len(self), self.n_classes, path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Predictions":
-        """Read predictions written by :meth:`save` (``np.load`` with ``allow_pickle=False``)."""
-        with np.load(Path(path), allow_pickle=False) as data:
-            missing = {"logits", "labels"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path} lacks the arrays {sorted(missing)}; found {data.files}")
-            subsets = data["subsets"] if "subsets" in data.files else None
-            return cls(data["logits"], data["labels"], subsets)
+        """Read predictions written by :meth:`save` (``np.load`` with ``allow_pickle=False``).
+
+        Raises FileNotFoundError for a missing file and ValueError naming the
+        file when it is truncated, corrupt, not an .npz archive, or lacks arrays.
+        """
+        path = Path(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"holds a single {type(data).__name__}, not an .npz archive")
+            with data:
+                missing = {"logits", "labels"} - set(data.files)
+                if missing:
+                    raise ValueError(f"lacks the arrays {sorted(missing)}; found {data.files}")
+                logits, labels = data["logits"], data["labels"]
+                subsets = data["subsets"] if "subsets" in data.files else None
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(
+                f"{path}: not a readable predictions file ({exc}); expected an .npz written by "
+                "Predictions.save: rerun the evaluation to write it again"
+            ) from exc
+        try:
+            return cls(logits, labels, subsets)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{path}: {exc}") from exc
+
+
+def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` into a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
+    # A fresh name opened exclusively (not mkstemp) so the file gets the usual permissions, not 0600.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    handle = open(tmp, "xb")
+    try:
+        with handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def as_predictions(preds, name: str = "predictions") -> "Predictions":

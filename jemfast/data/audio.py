@@ -10,8 +10,11 @@ Rules every reader in jemfast follows:
   ``librosa.resample`` (soxr, high quality).
 * A file that cannot be decoded, holds no samples, or is shorter than
   ``min_samples`` (after resampling) raises :class:`AudioError`, whose message
-  names the file. Callers that want to skip such files catch it and count
-  them; nothing is dropped silently.
+  names the file. So does a float file whose samples are NaN, infinite, or
+  larger in magnitude than :data:`MAX_ABS_SAMPLE`: such values turn every
+  feature of the utterance into NaN and would surface only later, in training,
+  without naming the file. Callers that want to skip such files catch it and
+  count them; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAMPLE_RATE = 16000
 # One 25 ms analysis window at 16 kHz: anything shorter yields no full frame.
 DEFAULT_MIN_SAMPLES = 400
+# Largest sample magnitude accepted from a float file. Integer PCM always decodes into [-1, 1]; float
+# files may go past full scale, and some tools store int16 values as floats without rescaling (up to
+# 32768), which per-utterance normalisation of the features still handles. Anything larger is a broken
+# file (a wav scaled by 1e30 overflows the power spectrum to infinity).
+MAX_ABS_SAMPLE = 32768.0
 
 
 class AudioError(ValueError):
@@ -36,7 +44,7 @@ class AudioError(ValueError):
 
     ``path`` is the offending file and ``reason`` a short machine-friendly tag
     (``"missing"``, ``"unreadable"``, ``"empty"``, ``"too_short"``,
-    ``"bad_segment"``).
+    ``"bad_segment"``, ``"non_finite"``, ``"out_of_range"``).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:
@@ -107,7 +115,8 @@ def load_audio(
     ``start`` and ``end`` (seconds, optional) select a segment of the file.
     Returns shape (samples,). Raises :class:`AudioError` naming the file when
     it is missing, unreadable, empty, shorter than ``min_samples`` samples at
-    the target rate, or when the segment lies outside the file.
+    the target rate, when the segment lies outside the file, or when its samples
+    are NaN, infinite or above :data:`MAX_ABS_SAMPLE` in magnitude.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -130,14 +139,36 @@ def load_audio(
         raise AudioError(path, "unreadable", str(exc)) from exc
     if samples.size == 0:
         raise AudioError(path, "empty", "the file holds no samples")
+    check_sample_range(path, samples)
     wave = resample(to_mono(samples), native, sample_rate)
     if wave.shape[0] < min_samples:
         raise AudioError(
             path, "too_short", f"{wave.shape[0]} samples at {sample_rate} Hz, need at least {min_samples}"
         )
     if not np.all(np.isfinite(wave)):
-        raise AudioError(path, "unreadable", "the decoded samples contain NaN or infinity")
+        raise AudioError(path, "non_finite", "the resampled samples contain NaN or infinity")
     return wave
+
+
+def check_sample_range(path: str | os.PathLike, samples: np.ndarray) -> None:
+    """Raise :class:`AudioError` naming ``path`` if ``samples`` hold NaN, infinity or values past the limit.
+
+    The limit is :data:`MAX_ABS_SAMPLE`; the message gives the first bad value and where it sits.
+    """
+    frames = samples.reshape(samples.shape[0], -1)  # (frames, channels) whether mono or not
+    bad = ~np.isfinite(frames)
+    if bad.any():
+        frame, channel = np.argwhere(bad)[0]
+        raise AudioError(
+            path, "non_finite", f"sample {frame} is {frames[frame, channel]}; expected finite values in [-1, 1]"
+        )
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            path,
+            "out_of_range",
+            f"peak sample magnitude {peak:.3g}, expected values in [-1, 1] (at most {MAX_ABS_SAMPLE:g} accepted)",
+        )
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = DEFAULT_SAMPLE_RATE) -> None:

@@ -8,25 +8,38 @@ Layout, with ``key = recipe.key()``::
 
 The folder name is the recipe's hash, so a cache built with another recipe is
 never read by mistake. The index also records a fingerprint of the manifest
-(its bytes and the size and modification time of every audio file it names);
+(its bytes and the absolute path, size and modification time of every audio
+file it names, so spelling the data folder another way finds the same cache);
 ``build`` rebuilds when the fingerprint differs. Storing frames as rows keeps
 each utterance contiguous on disk, so reading one is a single slice.
+
+A build writes into a private staging folder ``.<key>.partial-<host>-<pid>.<random>``
+beside the cache and renames it into place, so readers never see a half-written
+cache. Several processes may build the same cache at once: whichever finishes
+first installs its folder, and a later one that finds a usable cache of the same
+manifest there keeps it and discards its own copy (the contents are identical),
+so nobody deletes files another process is about to read. Staging folders left
+by a killed build are removed by the next build (see :mod:`jemfast._leftovers`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .._leftovers import is_stale, owner_tag, parse_owner_tag
 from .audio import DEFAULT_MIN_SAMPLES, AudioError, load_audio
 from .features import FeatureRecipe, logmel
 from .manifest import ManifestRow, read_manifest
@@ -36,6 +49,11 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 FEATURES_NAME = "features.f32"
 INDEX_FORMAT = 1
+# Staging folders of a build and folders of a replaced cache on their way out; <owner> is <host>-<pid>
+# (a bare <pid> in older versions) and the random suffix, absent in older versions, keeps them unique.
+_LEFTOVER_PATTERN = re.compile(r"\.[0-9a-f]{16}\.(?:partial|replaced)-(?P<owner>[A-Za-z0-9_-]+?)(?:\.[A-Za-z0-9_]+)?")
+# Rename attempts before giving up when other processes keep swapping the cache folder under us.
+_INSTALL_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -61,12 +79,17 @@ class SkippedUtterance:
 
 
 def manifest_fingerprint(manifest_path: str | os.PathLike, rows: list[ManifestRow]) -> str:
-    """Hash of the manifest's bytes and of (size, mtime) of each audio file it names."""
+    """Hash of the manifest's bytes and of (absolute path, size, mtime) of each audio file it names.
+
+    Audio paths are resolved (absolute, symlinks followed) before hashing, so the
+    fingerprint does not depend on how the manifest's folder was spelled
+    (``c9``, ``./c9``, ``/data/c9``) or on the working directory.
+    """
     manifest_path = Path(manifest_path)
     digest = hashlib.sha256(manifest_path.read_bytes())
     base = manifest_path.parent
     for row in rows:
-        path = row.resolved_path(base)
+        path = row.resolved_path(base).resolve()
         try:
             stat = path.stat()
             digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
@@ -81,9 +104,98 @@ def _extract_one(job: tuple[int, str, Optional[float], Optional[float], dict, in
     recipe = FeatureRecipe.from_dict(recipe_dict)
     try:
         wave = load_audio(path, recipe.sample_rate, start=start, end=end, min_samples=min_samples)
+        features = _finite_logmel(path, wave, recipe)
     except AudioError as exc:
         return index, None, (exc.reason, exc.detail)
-    return index, np.ascontiguousarray(logmel(wave, recipe).T), None
+    return index, np.ascontiguousarray(features.T), None
+
+
+def _finite_logmel(path: str, wave: np.ndarray, recipe: FeatureRecipe) -> np.ndarray:
+    """Features of ``wave``; AudioError naming ``path`` when any is NaN or infinite.
+
+    In-range audio can still give non-finite features (digital silence with
+    ``cmvn_eps=0`` divides zero by zero); one such utterance would poison
+    every training step later, far from the file that caused it.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the result is checked below
+        features = logmel(wave, recipe)
+    bad = int(np.size(features) - np.count_nonzero(np.isfinite(features)))
+    if bad:
+        raise AudioError(path, "non_finite", f"{bad} of {features.size} feature values are NaN or infinite")
+    return features
+
+
+def remove_stale_staging(cache_dir: str | os.PathLike) -> list[Path]:
+    """Delete staging and replaced-cache folders under ``cache_dir`` whose build was killed.
+
+    A folder is stale when its owner process is gone or it was not modified
+    for an hour (:func:`jemfast._leftovers.is_stale`); live builds of other
+    processes are left alone. Returns the folders removed.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    removed = []
+    for path in cache_dir.iterdir():
+        match = _LEFTOVER_PATTERN.fullmatch(path.name)
+        if match is None or not path.is_dir():
+            continue
+        if is_stale(path, parse_owner_tag(match.group("owner"))):
+            shutil.rmtree(path, ignore_errors=True)  # another build may be removing it at the same time
+            logger.info("removed %s, left by a feature cache build that did not finish", path)
+            removed.append(path)
+    return removed
+
+
+def _folder_identity(path: Path) -> Optional[tuple[int, int, int]]:
+    """(device, inode, mtime) of a folder, None when absent: tells whether it was replaced meanwhile."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
+def _private_sibling(directory: Path, kind: str) -> Path:
+    """A fresh hidden name beside ``directory`` that names its owner (see :data:`_LEFTOVER_PATTERN`)."""
+    return directory.parent / f".{directory.name}.{kind}-{owner_tag()}.{secrets.token_hex(4)}"
+
+
+def _move_aside_and_delete(directory: Path) -> None:
+    """Remove ``directory`` by renaming it to a private name first, then deleting that.
+
+    The rename is atomic, so two processes never delete the same files at once
+    (which fails with FileNotFoundError in one of them), and a process that
+    renames its own build into ``directory`` meanwhile is not disturbed.
+    """
+    aside = _private_sibling(directory, "replaced")
+    try:
+        os.rename(directory, aside)
+    except FileNotFoundError:  # someone else moved it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _install(staging: Path, directory: Path, usable_existing: Callable[[], Optional["FeatureCache"]]):
+    """Rename the finished ``staging`` folder to ``directory``.
+
+    When ``directory`` exists, ``usable_existing()`` decides: a cache it returns
+    is kept (another process finished the same build first) and returned;
+    otherwise the old folder is moved aside and deleted and the rename retried.
+    Returns None when ``staging`` was installed.
+    """
+    for _ in range(_INSTALL_ATTEMPTS):
+        try:
+            os.rename(staging, directory)  # refuses a non-empty destination: no silent merge
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        existing = usable_existing()
+        if existing is not None:
+            return existing
+        _move_aside_and_delete(directory)
+    raise OSError(f"could not move {staging} to {directory}: other processes kept replacing it")
 
 
 class FeatureCache:
@@ -155,13 +267,16 @@ class FeatureCache:
 
         ``workers``: processes for extraction (None: all CPU cores, 0 or 1: in
         this process). ``on_error``: ``"raise"`` stops at the first missing,
-        unreadable, empty or too-short file with an :class:`AudioError` naming
+        unreadable, empty or too-short file, or one whose samples or features
+        are NaN, infinite or out of range, with an :class:`AudioError` naming
         it; ``"skip"`` leaves such files out and records each with its reason
         in ``cache.skipped`` (and the index). An existing cache with the same
         manifest fingerprint is reused unless ``rebuild``; with ``on_error="raise"``
-        a reused cache must have no skipped utterances. Several manifests may
-        share one ``cache_dir`` only with different recipes; give each split
-        its own ``cache_dir``.
+        a reused cache must have no skipped utterances. A usable cache of the
+        same manifest that a concurrent build installs first is kept, even with
+        ``rebuild``. Several manifests may share one ``cache_dir`` only with
+        different recipes; give each split its own ``cache_dir``. Staging
+        folders of killed builds under ``cache_dir`` are removed first.
         """
         if not isinstance(recipe, FeatureRecipe):
             raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
@@ -177,16 +292,21 @@ class FeatureCache:
             raise ValueError(f"{manifest_path}: manifest has no utterances")
         fingerprint = manifest_fingerprint(manifest_path, rows)
         directory = cls.directory_for(cache_dir, recipe)
+        remove_stale_staging(directory.parent)
 
-        if not rebuild and (directory / INDEX_NAME).is_file():
-            try:
-                existing = cls.open(cache_dir, recipe)
-            except (ValueError, OSError, KeyError) as exc:
-                logger.warning("rebuilding unusable feature cache %s: %s", directory, exc)
-            else:
-                if existing.fingerprint == fingerprint and (on_error == "skip" or not existing.skipped):
-                    logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
-                    return existing
+        if not rebuild:
+            existing = cls._usable(cache_dir, recipe, fingerprint, on_error, warn=True)
+            if existing is not None:
+                logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
+                return existing
+        # With rebuild, the folder there now is the one to replace; a different one that appears
+        # during the build was installed by a concurrent build and is kept if usable.
+        replaceable = _folder_identity(directory) if rebuild else None
+
+        def usable_existing() -> Optional[FeatureCache]:
+            if replaceable is not None and _folder_identity(directory) == replaceable:
+                return None
+            return cls._usable(cache_dir, recipe, fingerprint, on_error)
 
         base = manifest_path.parent
         jobs = [
@@ -194,10 +314,8 @@ class FeatureCache:
             for i, row in enumerate(rows)
         ]
         directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
+        staging = _private_sibling(directory, "partial")
+        staging.mkdir()  # fails rather than share a folder, should two names ever collide
         entries: list[dict] = []
         skipped: list[dict] = []
         offset = 0
@@ -236,12 +354,13 @@ class FeatureCache:
                 skipped=skipped,
             )
             (staging / INDEX_NAME).write_text(json.dumps(index, indent=1), encoding="utf-8")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
+            kept = _install(staging, directory, usable_existing)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+        if kept is not None:
+            logger.info("kept feature cache %s, built meanwhile by another process", directory)
+            return kept
         if skipped:
             logger.warning(
                 "%s: skipped %d of %d utterances (%s)",
@@ -252,6 +371,28 @@ class FeatureCache:
             )
         logger.info("built feature cache %s: %d utterances, %d frames", directory, len(entries), offset)
         return cls(directory, recipe, index)
+
+    @classmethod
+    def _usable(
+        cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe, fingerprint: str, on_error: str, warn: bool = False
+    ) -> Optional["FeatureCache"]:
+        """The cache under ``cache_dir`` if it opens, matches ``fingerprint`` and suits ``on_error``; else None.
+
+        A strict build (``on_error="raise"``) accepts no cache with skipped utterances.
+        ``warn`` logs why a cache that is there cannot be used.
+        """
+        directory = cls.directory_for(cache_dir, recipe)
+        if not (directory / INDEX_NAME).is_file():
+            return None
+        try:
+            existing = cls.open(cache_dir, recipe)
+        except (ValueError, OSError, KeyError) as exc:
+            if warn:
+                logger.warning("rebuilding unusable feature cache %s: %s", directory, exc)
+            return None
+        if existing.fingerprint != fingerprint or (on_error == "raise" and existing.skipped):
+            return None
+        return existing
 
     # -- access -------------------------------------------------------------------------------
 

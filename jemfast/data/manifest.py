@@ -21,10 +21,11 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 REQUIRED_COLUMNS = ("utt_id", "path", "label", "speaker", "subset", "duration")
 OPTIONAL_COLUMNS = ("start", "end")
+_QUOTE_HINT = 'is a double quote (") opened and never closed?'
 
 
 @dataclass(frozen=True)
@@ -68,18 +69,57 @@ def _parse_optional_float(text: str, column: str, where: str) -> Optional[float]
         raise ValueError(f"{where}: column {column!r} must be a number of seconds, got {text!r}") from None
 
 
+def _swallowed_hint(record: dict, first_line: int, last_line: int) -> str:
+    """A hint about an unclosed quote when a short row spans lines or a field holds commas or line breaks."""
+    if last_line > first_line:
+        return f"; the row runs on to line {last_line}: {_QUOTE_HINT}"
+    if any(isinstance(value, str) and ("," in value or "\n" in value) for value in record.values()):
+        return f"; a field holds commas or line breaks: {_QUOTE_HINT}"
+    return ""
+
+
+def _records(path: Path, reader: csv.DictReader) -> Iterator[tuple[int, dict]]:
+    """(first line, record) of each data row; ValueError naming ``path`` and the line on a malformed row.
+
+    A row that lacks a required column is refused, not padded with None: most
+    often an unclosed quote has swallowed the rest of the file into one field.
+    Trailing optional columns (start, end) may be left out.
+    """
+    header = reader.fieldnames or []
+    first_line = reader.line_num + 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{first_line}: malformed CSV row ({exc}); {_QUOTE_HINT}") from None
+        absent = [column for column in REQUIRED_COLUMNS if record.get(column) is None]
+        if absent:
+            fields = sum(value is not None for key, value in record.items() if key is not None)
+            raise ValueError(
+                f"{path}:{first_line}: row has {fields} fields, lacking the columns {absent}; "
+                f"expected {len(header)} fields {header}{_swallowed_hint(record, first_line, reader.line_num)}"
+            )
+        yield first_line, record
+        first_line = reader.line_num + 1
+
+
 def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """Read a manifest CSV. Raises ValueError naming the file and line on a malformed row or duplicate id."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise ValueError(f"{path}:1: malformed CSV header ({exc}); {_QUOTE_HINT}") from None
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise ValueError(f"{path}: manifest lacks columns {missing}; header is {header}")
         rows: list[ManifestRow] = []
         seen: set[str] = set()
-        for line, record in enumerate(reader, start=2):
+        for line, record in _records(path, reader):
             where = f"{path}:{line}"
             duration = _parse_optional_float(record["duration"], "duration", where)
             try:

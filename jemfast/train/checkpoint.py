@@ -6,19 +6,36 @@ and renamed over the target (``os.replace`` is atomic on POSIX and Windows), so 
 mid-write never leaves a truncated checkpoint. Loading uses ``torch.load(weights_only=True)``,
 whose unpickler accepts only those types: a file carrying any other pickled object is
 refused instead of executed.
+
+Every checkpoint carries a SHA-256 checksum of its contents (each tensor's dtype, shape
+and bytes, and every plain value) under the reserved key ``"__checksum__"``; loading
+recomputes it and refuses a file whose bytes changed on disk, which ``torch.load`` alone
+does not notice inside tensor data. Files written before checksums existed still load.
+
+The temporary file is named ``.<name>.<host>-<pid>.<random>.tmp``. One left behind by a
+killed writer is deleted by the next save into the same directory once its writer is
+gone or it was not modified for an hour (see :mod:`jemfast._leftovers`): a live writer
+streams into its file and renames it right after, so it is never idle that long.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from jemfast._leftovers import is_stale, owner_tag, parse_owner_tag
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointError",
@@ -27,15 +44,87 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "clone_state",
+    "state_checksum",
+    "remove_stale_temporaries",
 ]
+
+CHECKSUM_KEY = "__checksum__"
+CHECKSUM_ALGORITHM = "sha256"
+# save_checkpoint's temporary files: .<target>.<host>-<pid>.<8 random chars>.tmp, and without the
+# owner tag in older versions; the random part is what tempfile.mkstemp appends.
+_TEMPORARY_PATTERN = re.compile(r"\.(?P<target>.+?)\.(?:(?P<owner>[A-Za-z0-9_-]+-\d+)\.)?[a-z0-9_]{8}\.tmp")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unsafe (arbitrary pickled objects) or malformed."""
 
 
+def state_checksum(state: Any) -> str:
+    """SHA-256 (hex) of a nested checkpoint state: tensors' dtype, shape and bytes, and every plain value.
+
+    Containers are walked in order, so the digest of a state equals the digest
+    of that state after a save/load round trip, wherever its tensors live.
+    """
+    digest = hashlib.sha256()
+    _feed_checksum(digest, state)
+    return digest.hexdigest()
+
+
+def _feed_checksum(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.layout != torch.strided:
+            tensor = tensor.to_dense()
+        if tensor.is_quantized:  # the stored integers are what a flipped byte would change
+            tensor = tensor.int_repr()
+        tensor = tensor.resolve_conj().resolve_neg().cpu().contiguous()
+        digest.update(f"tensor|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"dict|{len(value)}|".encode())
+        for key, item in value.items():
+            _feed_checksum(digest, key)
+            _feed_checksum(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{'list' if isinstance(value, list) else 'tuple'}|{len(value)}|".encode())
+        for item in value:
+            _feed_checksum(digest, item)
+    else:  # numbers, strings, bools, None, dtypes: repr is exact and round-trips
+        digest.update(f"{type(value).__name__}|{value!r}|".encode())
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete temporary files of :func:`save_checkpoint` in ``directory`` whose writer was killed.
+
+    A file is stale when its writer process is gone or it was not modified for
+    an hour (:func:`jemfast._leftovers.is_stale`); files of live writers are
+    left alone. Returns the files removed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        match = _TEMPORARY_PATTERN.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        owner = parse_owner_tag(match.group("owner")) if match.group("owner") else None
+        if is_stale(path, owner):
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another writer removed it first
+                continue
+            logger.info("removed %s, left by a checkpoint write that did not finish", path)
+            removed.append(path)
+    return removed
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file in the same directory, then rename).
+
+    A SHA-256 checksum of ``state`` is stored with it (under ``"__checksum__"``,
+    which ``state`` must not use) and verified by :func:`load_checkpoint`.
+    Temporary files of killed earlier writes in the directory are removed first.
 
     Args:
         path: destination file; its parent directory is created.
@@ -46,12 +135,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    if CHECKSUM_KEY in state:
+        raise ValueError(f"state must not have the key {CHECKSUM_KEY!r}: save_checkpoint stores the checksum there")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    payload = {**state, CHECKSUM_KEY: {"algorithm": CHECKSUM_ALGORITHM, "digest": state_checksum(state)}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,9 +158,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` without running any code from it.
 
+    The stored checksum is verified and removed from the returned dict; a file
+    without one (written by an older version) loads unverified.
+
     Raises:
         CheckpointError: the file does not exist, holds pickled objects other than
-            tensors and plain containers/values, or is not a dict.
+            tensors and plain containers/values, is not a dict, or its contents do
+            not match its checksum (bytes changed on disk).
     """
     path = Path(path)
     if not path.is_file():
@@ -81,7 +178,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a dict")
+    _verify_checksum(path, state, state.pop(CHECKSUM_KEY, None))
     return state
+
+
+def _verify_checksum(path: Path, state: dict[str, Any], stored: Optional[Any]) -> None:
+    """Raise CheckpointError naming ``path`` unless ``state`` matches the ``stored`` checksum record."""
+    if stored is None:
+        logger.debug("checkpoint %s has no checksum (written by an older version); loading it unverified", path)
+        return
+    if not (isinstance(stored, dict) and stored.get("algorithm") == CHECKSUM_ALGORITHM
+            and isinstance(stored.get("digest"), str)):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has a malformed checksum record {stored!r}; "
+            f"expected {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'digest': <hex>}}"
+        )
+    actual = state_checksum(state)
+    if actual != stored["digest"]:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt: its contents have SHA-256 {actual}, "
+            f"but it was saved with {stored['digest']}; restore it from a copy or use another checkpoint"
+        )
 
 
 def capture_rng_state() -> dict[str, Any]:
