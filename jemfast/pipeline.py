@@ -11,6 +11,7 @@ processes (``jemfast train`` today, ``jemfast evaluate`` tomorrow)::
     metrics.json         dev and test metrics per subset, by ``evaluate``
     calibrators/         temperature.json, logistic.json, by ``calibrate``
     calibration.json     test metrics before and after each calibrator, by ``calibrate``
+    .jemfast.lock        only while ``train`` runs: one training process per run (jemfast.run_lock)
 
 User errors (a missing data path, unreadable audio, a bad config value) raise
 :class:`jemfast.recipes.ConfigError`; :mod:`jemfast.cli` prints them as one line.
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from jemfast.recipes import (
     CONFIG_NAME,
+    SCHEMA,
     ConfigError,
     amp_dtype,
     build_model,
@@ -37,6 +39,7 @@ from jemfast.recipes import (
     resolve_device,
     save_config,
 )
+from jemfast.run_lock import run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +199,53 @@ def _fit_batches(dataset, batch_size: int):
         yield x, y
 
 
+# Keys a resumed run cannot change, each with the reason: the checkpoint it continues was
+# made under their values, so a new value either fails to load (a tensor of another shape)
+# or would silently make the run a mixture of two runs. Everything else (epochs, learning
+# rate and schedule, sampler step sizes, devices, workers, ...) may change on resume.
+RESUME_FIXED_KEYS: dict[str, str] = {
+    **{f"model.{key}": "the checkpoint's weights belong to that architecture" for key in SCHEMA["model"]},
+    "data.n_mels": "the model and the replay buffer take inputs of that many Mel bands",
+    "data.chunk_frames": "the checkpoint's replay buffer holds samples of that many frames",
+    "data.batch_size": "the checkpoint's place in the epoch and its learning-rate schedule count batches of that size",
+    "data.dir": "the run's weights and classes come from that corpus",
+    "task.name": "reports group runs by task",
+    "train.method": "the checkpoint holds that method's sampler state (or none for softmax)",
+    "train.seed": "the random streams saved in the checkpoint derive from it",
+    "train.init_from": "the starting weights were taken when the run began",
+    "sampling.buffer_size": "the checkpoint's replay buffer has that many samples",
+    "sampling.init": "the replay buffer was initialised that way when the run began",
+}
+
+
+def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> None:
+    """ConfigError naming the first :data:`RESUME_FIXED_KEYS` value ``config`` changes in the run's config.yaml."""
+    if not (run_dir / CONFIG_NAME).is_file():
+        return  # nothing recorded to compare with; loading the checkpoint still checks the shapes
+    stored = load_run_config(run_dir)
+    for dotted, reason in RESUME_FIXED_KEYS.items():
+        section, key = dotted.split(".")
+        if config[section][key] != stored[section][key]:
+            raise ConfigError(
+                f"cannot resume {run_dir} with {dotted}={_as_typed(config[section][key])}: the run was trained with "
+                f"{dotted}={_as_typed(stored[section][key])} and {reason}; train a new run into another --run-dir "
+                "instead"
+            )
+
+
+def _as_typed(value: Any) -> str:
+    """A config value as it is written after --set (null for None)."""
+    return "null" if value is None else str(value)
+
+
+def _load_resume_checkpoint(trainer, path: Path) -> None:
+    """Load ``path`` into ``trainer``; a checkpoint that does not fit the run is a ConfigError."""
+    try:
+        trainer.load_checkpoint(path)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # CheckpointError is a ValueError
+        raise ConfigError(f"cannot resume from {path}: {exc}") from exc
+
+
 def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False,
               progress: Optional[bool] = None) -> Path:
     """Train one run of ``config`` into ``run_dir``; returns the run directory.
@@ -203,9 +253,23 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
     ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it
     exists (and starts afresh otherwise). Without it, a run directory that
     already holds checkpoints is refused, so no run is overwritten by accident.
+    A resume that changes a :data:`RESUME_FIXED_KEYS` value is refused, and a
+    failed resume leaves the run directory as it was: config.yaml and train.log
+    are written only once the checkpoint has loaded.
+
+    The run directory is locked (:func:`jemfast.run_lock.run_lock`) for the
+    whole call: while one process trains a run, another ``train_run`` into it
+    raises :class:`jemfast.run_lock.RunDirectoryBusy` naming that process.
+
     On KeyboardInterrupt the trainer writes a resumable last.pt and the
     exception propagates with a ``resume_hint`` attribute.
     """
+    with run_lock(run_dir):
+        return _train_locked(config, Path(run_dir), resume, progress)
+
+
+def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress: Optional[bool]) -> Path:
+    """:func:`train_run`, with the run directory's lock held."""
     import torch
 
     from jemfast.data import ChunkDataset, UtteranceDataset, make_eval_loader, make_train_loader
@@ -219,6 +283,9 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
             "or pass another --run-dir"
         )
     config = _absolute_data_paths(config)
+    resuming = resume and last.is_file()
+    if resuming:
+        _refuse_fixed_changes(run_dir, config)
     data, train_cfg = config["data"], config["train"]
     method = train_cfg["method"]
     labels = _read_labels(config)
@@ -240,7 +307,6 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
     )
     dev_loader = make_eval_loader(dev_set, data["eval_batch_size"], num_workers=data["num_workers"])
 
-    resuming = resume and last.is_file()
     init_path = _initial_weights(config, labels) if train_cfg["init_from"] is not None and not resuming else None
     model = build_model(config, len(labels)).to(device)
     optimizer, scheduler = build_optimizer(config, model, len(train_loader))
@@ -264,6 +330,10 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
         device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
         data_noise=train_cfg["data_noise"], temperature=train_cfg["temperature"],
     )
+    if resuming:
+        # Loaded here, not by fit(resume=True), so that nothing in the run directory changes
+        # (config.yaml, train.log) unless the checkpoint fits this run.
+        _load_resume_checkpoint(trainer, last)
     if init_path is not None:
         with _bad_input(f"train.init_from ({init_path})"):
             trainer.init_model_from(init_path)
@@ -271,13 +341,14 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
     with _log_to_file(run_dir / "train.log"):
         logger.info(
             "%s %s run in %s: %s on %s, %d training utterances, %d steps per epoch, %d epochs%s",
-            "resuming" if resuming else "starting", method, run_dir,
+            "resuming" if resuming else "starting", method,
+            f"{run_dir} from epoch {trainer.epoch}, step {trainer.step_count}" if resuming else run_dir,
             f"WRN-{config['model']['depth']}-{config['model']['width']}", device, len(train_set),
             len(train_loader), train_cfg["epochs"], f", from the weights of {init_path}" if init_path else "",
         )
         try:
-            trainer.fit(
-                train_loader, train_cfg["epochs"], val_loader=dev_loader, resume=resume,
+            trainer.fit(  # resume=False: a resumed run's checkpoint is loaded above
+                train_loader, train_cfg["epochs"], val_loader=dev_loader, resume=False,
                 checkpoint_every=train_cfg["checkpoint_every"], config={"recipe": config},
             )
         except KeyboardInterrupt as exc:

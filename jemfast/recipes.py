@@ -36,10 +36,13 @@ reason the [-1, 1] sample clamp of JEM++ and SADA-JEM becomes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -62,6 +65,7 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "validate_config",
+    "max_mel_bands",
     "save_config",
     "resolve_device",
     "buffer_init",
@@ -85,6 +89,13 @@ FEATURE_CLAMP = (-4.0, 4.0)
 CONFIG_NAME = "config.yaml"
 # YAML 1.1 (PyYAML) reads exponents without a dot, such as 5e-4, as strings.
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+# Integer values end up in torch and numpy as int64; a larger one would fail there with a traceback.
+INT64_MAX = 2**63 - 1
+# train.seed feeds torch.manual_seed (accepts [-2**63, 2**64)), numpy's default_rng through
+# ChunkDataset (accepts only seeds >= 0) and the counter-based generators of the replay buffer
+# (seed) and the sampler (seed + 1, see build_sampler), whose keys must fit in int64. Every one
+# of them accepts [0, 2**63 - 2].
+SEED_MAX = 2**63 - 2
 
 
 class ConfigError(ValueError):
@@ -107,8 +118,9 @@ class Field:
     help: str = ""
 
 
-def _int(minimum: Optional[int] = None, nullable: bool = False, help: str = "") -> Field:
-    return Field((int,), nullable=nullable, minimum=minimum, help=help)
+def _int(minimum: Optional[int] = None, nullable: bool = False, help: str = "",
+         maximum: Optional[int] = None) -> Field:
+    return Field((int,), nullable=nullable, minimum=minimum, maximum=maximum, help=help)
 
 
 def _float(minimum: Optional[float] = None, maximum: Optional[float] = None, nullable: bool = False,
@@ -128,7 +140,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
         "dir": _str(nullable=True, help="folder with train.csv, dev.csv, test.csv and labels.txt"),
         "cache_dir": _str(nullable=True, help="feature caches (default: <dir>/features)"),
-        "n_mels": _int(1, help="log-Mel bands"),
+        "n_mels": _int(1, help="log-Mel bands (at most max_mel_bands(), checked in validate_config)"),
         "chunk_frames": _int(1, help="training chunk length in 10 ms frames"),
         "batch_size": _int(1),
         "eval_batch_size": _int(1),
@@ -150,7 +162,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "warmup_steps": _int(0),
         "milestones": Field((list,), item_type=int, help="epochs at which the learning rate is multiplied by gamma"),
         "gamma": _float(0.0),
-        "seed": _int(),
+        "seed": _int(0, maximum=SEED_MAX, help="seed of every random stream of the run"),
         "device": _str(help="auto, cpu, cuda or cuda:N"),
         "p_x_weight": _float(0.0, nullable=True, help="weight of log p(x); null: 0 for softmax, 1 otherwise"),
         "energy_l2": _float(0.0),
@@ -313,6 +325,25 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return config
 
 
+def _as_float(name: str, value: Any) -> Any:
+    """An int (or a YAML-1.1 exponent string) as a float; other values unchanged."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_exponent = isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip())
+    if not (is_int or is_exponent):
+        return value
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise ConfigError(f"{name} must be a finite number, got {value!r}") from None
+
+
+def _check_finite(name: str, value: Any) -> None:
+    # NaN passes every comparison with a minimum or maximum, and an infinite learning rate,
+    # noise or weight turns the weights into NaN within a step: refuse both at the door.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+
+
 def _check_value(section: str, key: str, value: Any, field: Field) -> Any:
     name = f"{section}.{key}"
     if value is None:
@@ -320,20 +351,23 @@ def _check_value(section: str, key: str, value: Any, field: Field) -> Any:
             return None
         raise ConfigError(f"{name} must not be null")
     expected = field.types
-    if float in expected and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if float in expected and isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
-        value = float(value)
+    if float in expected:
+        value = _as_float(name, value)
     if isinstance(value, bool) and bool not in expected:
         raise ConfigError(f"{name} must be {_type_words(field)}, got the boolean {value!r}")
     if not isinstance(value, expected):
         raise ConfigError(f"{name} must be {_type_words(field)}, got {type(value).__name__} {value!r}")
+    _check_finite(name, value)
+    if isinstance(value, int) and not isinstance(value, bool) and field.maximum is None and value > INT64_MAX:
+        raise ConfigError(f"{name} must be <= {INT64_MAX} (2**63 - 1), got {value!r}")
     if field.item_type is float:
-        value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        value = [_as_float(name, v) for v in value]
     if field.item_type is not None:
         bad = [v for v in value if isinstance(v, bool) or not isinstance(v, field.item_type)]
         if bad:
             raise ConfigError(f"{name} must be a list of {field.item_type.__name__}, got {value!r}")
+        for item in value:
+            _check_finite(name, item)
     if field.choices is not None and value not in field.choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, field.choices))}, got {value!r}")
     if field.minimum is not None and value < field.minimum:
@@ -349,12 +383,24 @@ def _type_words(field: Field) -> str:
     return text + (" or null" if field.nullable else "")
 
 
+def max_mel_bands() -> int:
+    """The most log-Mel bands the feature recipe can resolve: the n_fft // 2 + 1 bins of its FFT.
+
+    More bands than FFT bins only adds empty filters, and makes feature caches
+    grow with n_mels for nothing.
+    """
+    from jemfast.data.features import FeatureRecipe
+
+    return FeatureRecipe().n_fft // 2 + 1
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check every key against :data:`SCHEMA` and the cross-key rules; returns a normalised copy.
 
     Raises ConfigError naming the first bad key (unknown keys, missing keys,
-    wrong types, values out of range, an invalid Wide-ResNet depth, unsorted
-    milestones, a buffer the sampler cannot use).
+    wrong types, values out of range, NaN or infinite numbers, more Mel bands
+    than FFT bins, an invalid Wide-ResNet depth, unsorted milestones, a buffer
+    the sampler cannot use).
     """
     if not isinstance(config, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(config).__name__}")
@@ -374,6 +420,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             if key not in values:
                 raise ConfigError(f"missing key {section}.{key}")
             out[section][key] = _check_value(section, key, values[key], field)
+    n_mels, top = out["data"]["n_mels"], max_mel_bands()
+    if n_mels > top:
+        raise ConfigError(f"data.n_mels must be <= {top} (the frequency bins of the feature recipe's "
+                          f"{2 * (top - 1)}-point FFT), got {n_mels}")
     depth = out["model"]["depth"]
     if (depth - 4) % 6 != 0:
         raise ConfigError(f"model.depth must be 10, 16, 22, 28, ... ((depth - 4) divisible by 6), got {depth}")
@@ -417,11 +467,26 @@ def load_config(
 
 
 def save_config(config: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a config as YAML (section order of :data:`SCHEMA`) and return the path."""
+    """Write a config as YAML (section order of :data:`SCHEMA`) and return the path.
+
+    The file is replaced atomically: a reader (``jemfast evaluate`` of a run being
+    resumed) or a crash mid-write sees the old config or the new one, never a torn one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = {section: dict(config[section]) for section in SCHEMA}
-    path.write_text(yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # Mode 0o666 less the umask, as a plain write would create it (mkstemp would make it private).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +247,83 @@ def test_train_refuses_to_overwrite_a_run(trained_runs, tiny_config, capsys):
     assert_one_line_error(err, "already has checkpoints")
 
 
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a module-wide run that a test may break."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("override", ["model.width=2", "data.n_mels=16", "train.seed=1", "train.method=softmax",
+                                      "task.name=age"])
+def test_resume_refuses_a_change_its_checkpoint_cannot_follow(override, trained_runs, tmp_path, capsys):
+    run_dir = copy_run(trained_runs["jem"], tmp_path)
+    before = folder_contents(run_dir)
+    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", override)
+    assert code == 1
+    assert_one_line_error(err, f"cannot resume {run_dir} with {override}")
+    assert folder_contents(run_dir) == before
+    code, _, err = run(capsys, "evaluate", run_dir)
+    assert code == 0, err
+
+
+def test_a_resume_whose_checkpoint_fails_to_load_changes_nothing(trained_runs, tmp_path, capsys):
+    run_dir = copy_run(trained_runs["jem"], tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    before = folder_contents(run_dir)
+    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=5")
+    assert code == 1
+    assert_one_line_error(err, str(last))
+    assert folder_contents(run_dir) == before  # config.yaml still says 1 epoch; train.log untouched
+    code, _, err = run(capsys, "evaluate", run_dir)
+    assert code == 0, err
+
+
+def wait_for(path: Path, process: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, f"the training process exited with {process.returncode}: {log.read_text()}"
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_one_training_process_per_run_directory(tiny_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "background.log"
+    with open(log, "w") as stderr:
+        background = subprocess.Popen(
+            [sys.executable, "-m", "jemfast", "-q", "train", "-c", str(tiny_config), "--method", "softmax",
+             "--run-dir", str(run_dir), "--set", "train.epochs=100000"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    busy = f"run directory {run_dir} is being trained by process {background.pid} on host {socket.gethostname()}"
+    try:
+        wait_for(run_dir / "config.yaml", background, log)
+        code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "softmax", "--run-dir", run_dir,
+                           "--set", "train.epochs=1")
+        assert code == 1
+        assert_one_line_error(err, busy)
+        wait_for(run_dir / "checkpoints" / "last.pt", background, log)
+        code, _, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=1")
+        assert code == 1
+        assert_one_line_error(err, busy)
+        code, _, err = run(capsys, "evaluate", run_dir)  # reading a run in training is allowed
+        assert code == 0, err
+    finally:
+        background.kill()
+        background.wait()
+    # Killed with SIGKILL: its lock is stale and the next process takes it over.
+    epoch = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", f"train.epochs={epoch + 1}")
+    assert code == 0, err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == epoch + 1
+
+
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "argv, code, fragment",
@@ -269,6 +349,17 @@ def test_argument_errors_give_one_line(argv, code, fragment, capsys):
     got, out, err = run(capsys, *argv)
     assert got == code
     assert_one_line_error(err, fragment)
+
+
+@pytest.mark.parametrize("override", ["data.n_mels=100000", "train.seed=-1", f"train.seed={10**23}", "train.lr=.nan",
+                                      "train.momentum=.nan", "sampling.step_size=.inf", "train.energy_l2=.inf"])
+def test_out_of_range_values_stop_training_before_anything_is_written(override, tiny_config, tmp_path, capsys):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
+                       "--set", override, f"data.cache_dir={cache}")
+    assert code == 1
+    assert_one_line_error(err, f"{override.split('=')[0]} must be ")
+    assert not run_dir.exists() and not cache.exists()
 
 
 def test_train_with_data_missing_files(tmp_path, capsys):

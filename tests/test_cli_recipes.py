@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from jemfast.data import FeatureRecipe
 from jemfast.recipes import (
     DEFAULTS,
     METHODS,
     SCHEMA,
+    SEED_MAX,
     ConfigError,
     apply_overrides,
     build_model,
@@ -122,6 +125,67 @@ def test_bad_values_name_the_key(override, fragment):
         load_config("demo", [override])
 
 
+FLOAT_KEYS = [f"{section}.{key}" for section, fields in SCHEMA.items() for key, field in fields.items()
+              if float in field.types]
+
+
+def test_every_documented_float_key_is_a_float_field():
+    documented = {"train.lr", "train.gamma", "train.energy_l2", "model.dropout", "sampling.noise_std",
+                  "train.p_x_weight", "sampling.step_size", "train.momentum", "train.weight_decay",
+                  "train.data_noise", "train.temperature", "sampling.reinit_freq", "sampling.pyld_lr"}
+    assert documented <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400"])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_non_finite_floats_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key} must be a finite number, got "):
+        load_config("demo", [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("value", ["[-.inf, 4]", "[-4, .nan]", "[-4, .inf]"])
+def test_non_finite_clamp_bounds_are_refused(value):
+    with pytest.raises(ConfigError, match="^sampling.clamp must be a finite number"):
+        load_config("demo", [f"sampling.clamp={value}"])
+
+
+def test_an_integer_beyond_the_float_range_is_refused_for_a_float_key():
+    with pytest.raises(ConfigError, match="^train.lr must be a finite number"):
+        load_config("demo", [f"train.lr={10**400}"])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.seed=-1", "train.seed must be >= 0, got -1"),
+    (f"train.seed={10**23}", f"train.seed must be <= {2**63 - 2}, got {10**23}"),
+    (f"train.seed={2**63 - 1}", f"train.seed must be <= {2**63 - 2}"),
+    (f"train.epochs={10**30}", "train.epochs must be <= 9223372036854775807"),
+    (f"sampling.buffer_size={2**63}", "sampling.buffer_size must be <= 9223372036854775807"),
+])
+def test_integers_out_of_range_are_refused_naming_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_config("demo", [override])
+
+
+@pytest.mark.parametrize("seed", [0, SEED_MAX])
+def test_every_accepted_seed_seeds_every_generator_of_a_run(seed):
+    config = load_config("demo", [f"train.seed={seed}", "sampling.buffer_size=40"], method="jem")
+    seed = config["train"]["seed"]
+    torch.manual_seed(seed)
+    torch.Generator().manual_seed(seed)  # the training loader's shuffle
+    np.random.default_rng([seed, 0, 0])  # ChunkDataset's chunk offsets
+    sampler = build_sampler(config, build_model(config, 3), (1, 4, 8), 3, torch.device("cpu"))
+    assert sampler.sample(2).shape == (2, 1, 4, 8)
+    torch.manual_seed(0)
+
+
+def test_n_mels_is_bounded_by_the_fft_bins_of_the_feature_recipe():
+    bins = FeatureRecipe().n_fft // 2 + 1
+    assert load_config("demo", [f"data.n_mels={bins}"])["data"]["n_mels"] == bins
+    for n_mels in (bins + 1, 100000):
+        with pytest.raises(ConfigError, match=f"^data.n_mels must be <= {bins} .*, got {n_mels}$"):
+            load_config("demo", [f"data.n_mels={n_mels}"])
+
+
 def test_unknown_keys_in_files_are_errors(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
@@ -158,6 +222,20 @@ def test_save_and_reload_round_trip(tmp_path):
     path = save_config(config, tmp_path / "run" / "config.yaml")
     assert load_config(path) == config
     assert list(yaml.safe_load(path.read_text())) == list(SCHEMA)
+
+
+def test_save_config_replaces_the_file_atomically(tmp_path, monkeypatch):
+    path = save_config(load_config("demo"), tmp_path / "config.yaml")
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(load_config("demo", ["train.epochs=7"]), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 def test_buffer_init_per_method():
