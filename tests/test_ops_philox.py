@@ -153,3 +153,16 @@ def test_random_graph_replays_draw_fresh_numbers():
     first = out.clone()
     graph.replay()
     assert not torch.equal(first, out)
+
+
+def test_derived_seeds_are_far_apart_across_ranks_and_streams():
+    from jemfast.ops import derive_seed
+
+    keys = {derive_seed(0, rank, stream, k) for rank in range(8) for stream in range(5) for k in range(4)}
+    assert len(keys) == 8 * 5 * 4
+    assert all(0 <= key < 2**63 for key in keys)
+    assert derive_seed(3, 1) == derive_seed(3, 1)
+    ordered = sorted(keys)
+    assert min(b - a for a, b in zip(ordered, ordered[1:])) > 2**32  # no stream runs into another
+    with pytest.raises(TypeError):
+        derive_seed(1.5)

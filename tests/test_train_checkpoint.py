@@ -238,3 +238,28 @@ def test_temporary_files_of_killed_writers_are_removed_at_next_save(tmp_path):
     left = {p.name for p in tmp_path.iterdir()}
     kept = {names[k] for k in ("live", "other_host", "older_version_recent", "unrelated")}
     assert left == kept | {"last.pt"}
+
+
+def test_resume_at_an_epoch_boundary_is_exact_and_keeps_the_best_nll(tmp_path):
+    """A run stopped after epoch 2 and resumed with a freshly built (reseeded) loader equals a straight run."""
+    x, y = blobs(96, seed=4)
+    xv, yv = blobs(48, seed=5)
+
+    def make_loader():
+        ds = torch.utils.data.TensorDataset(x, y)
+        return torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(5))
+
+    val = loader(xv, yv, shuffle=False)
+    torch.manual_seed(11)
+    straight = make_trainer(tmp_path / "a")
+    straight.fit(make_loader(), epochs=4, val_loader=val)
+    torch.manual_seed(11)
+    first = make_trainer(tmp_path / "b")
+    first.fit(make_loader(), epochs=2, val_loader=val)
+    state = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert state["best_val_nll"] == first.best_val_nll < float("inf")
+    torch.manual_seed(0)
+    resumed = make_trainer(tmp_path / "b", model_seed=3)
+    resumed.fit(make_loader(), epochs=4, val_loader=val, resume=True)
+    assert resumed.step_count == straight.step_count == 24
+    assert_same_parameters(straight, resumed)

@@ -109,3 +109,74 @@ def test_an_epoch_that_passed_the_guard_is_the_rollback_point(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rollbacks = [r for r in records if r["kind"] == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["restored_step"] == 8
+
+
+# ------------------------------------------------------------------ the guard checks weights and validation
+def _guarded_trainer(run_dir, optimizer_factory, **kwargs):
+    from test_train_trainer import mlp
+
+    from jemfast.train import JEMTrainer
+
+    model = mlp()
+    return JEMTrainer(model, optimizer_factory(model), p_x_weight=0.0, run_dir=run_dir, progress=False, **kwargs)
+
+
+def test_nan_weights_behind_a_finite_loss_are_never_snapshotted(tmp_path):
+    """SGD with NaN momentum: the first step is finite, the second leaves NaN weights behind a finite loss."""
+    from test_train_trainer import blobs, loader
+
+    from jemfast.train import DivergenceError, load_checkpoint
+
+    trainer = _guarded_trainer(tmp_path / "run", lambda m: torch.optim.SGD(m.parameters(), lr=0.1,
+                                                                           momentum=float("nan")))
+    x, y = blobs(64, seed=1)
+    with pytest.raises(DivergenceError):
+        trainer.fit(loader(x, y, batch_size=8), epochs=3, val_loader=loader(x, y, shuffle=False))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    if last.is_file():
+        for name, tensor in load_checkpoint(last)["model"].items():
+            assert torch.isfinite(tensor).all(), f"{name} is not finite in last.pt"
+    assert all(torch.isfinite(p).all() for p in trainer._snapshot["model"].values())
+
+
+def test_checkpoints_between_syncs_hold_checked_weights_only(tmp_path):
+    from test_train_trainer import blobs, loader
+
+    from jemfast.train import DivergenceError, load_checkpoint
+
+    saved = []
+    trainer = _guarded_trainer(tmp_path / "run", lambda m: torch.optim.SGD(m.parameters(), lr=1e30), sync_every=5)
+    original = trainer.save_checkpoint
+
+    def record(path, gather=True):
+        saved.append({k: v.clone() for k, v in trainer.module.state_dict().items()})
+        return original(path, gather)
+
+    trainer.save_checkpoint = record
+    x, y = blobs(64, seed=2)
+    with pytest.raises(DivergenceError):
+        trainer.fit(loader(x, y, batch_size=8), epochs=2, checkpoint_every=1)
+    for state in saved:
+        assert all(torch.isfinite(t).all() for t in state.values()), "a checkpoint held unchecked NaN weights"
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").is_file() or all(
+        torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"].values())
+
+
+def test_blown_up_validation_rolls_back_instead_of_crashing(tmp_path):
+    from test_train_trainer import blobs, loader
+
+    x, y = blobs(64, seed=3)
+    trainer = _guarded_trainer(None, lambda m: torch.optim.SGD(m.parameters(), lr=0.05))
+    original = trainer.evaluate
+    calls = {"n": 0}
+
+    def evaluate(loader_):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second epoch's validation sees a blown-up model
+            return {"acc": 10.0, "nll": 9.7e6, "ece": 80.0}
+        return original(loader_)
+
+    trainer.evaluate = evaluate
+    history = trainer.fit(loader(x, y, batch_size=8), epochs=3, val_loader=loader(x, y, shuffle=False))
+    assert trainer.rollbacks == 1
+    assert all(r["val_nll"] < 1e3 for r in history)
