@@ -238,6 +238,25 @@ def _as_typed(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
+def _apply_optimizer_overrides(trainer, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Make a resumed run train with the config's lr, momentum and weight decay.
+
+    The checkpoint's optimizer state carries the values the run was trained with; a
+    ``--resume --set train.lr=...`` must win over them. The learning rate is rescaled by
+    new / old peak rate, so the schedule's position (warm-up, decays, rollback halvings) is kept.
+    """
+    if wanted["lr"] != stored["lr"]:
+        if stored["lr"] <= 0:
+            raise ConfigError(f"cannot rescale a run trained with train.lr={stored['lr']}; train a new run")
+        trainer.scale_learning_rates(wanted["lr"] / stored["lr"])
+        logger.info("learning rate rescaled from a peak of %g to %g", stored["lr"], wanted["lr"])
+    for key in ("momentum", "weight_decay"):
+        if wanted[key] != stored[key]:
+            for group in trainer.optimizer.param_groups:
+                group[key] = wanted[key]
+            logger.info("train.%s changed from %g to %g", key, stored[key], wanted[key])
+
+
 def _load_resume_checkpoint(trainer, path: Path) -> None:
     """Load ``path`` into ``trainer``; a checkpoint that does not fit the run is a ConfigError."""
     try:
@@ -273,7 +292,7 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
     import torch
 
     from jemfast.data import ChunkDataset, UtteranceDataset, make_eval_loader, make_train_loader
-    from jemfast.train import JEMTrainer
+    from jemfast.train import DivergenceError, DivergenceGuard, JEMTrainer
 
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -329,11 +348,13 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
         amp_dtype=amp_dtype(config), scheduler=scheduler, run_dir=run_dir, n_classes=len(labels),
         device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
         data_noise=train_cfg["data_noise"], temperature=train_cfg["temperature"],
+        guard=DivergenceGuard(max_rollbacks=train_cfg["max_rollbacks"]),
     )
     if resuming:
         # Loaded here, not by fit(resume=True), so that nothing in the run directory changes
         # (config.yaml, train.log) unless the checkpoint fits this run.
         _load_resume_checkpoint(trainer, last)
+        _apply_optimizer_overrides(trainer, load_run_config(run_dir)["train"], train_cfg)
     if init_path is not None:
         with _bad_input(f"train.init_from ({init_path})"):
             trainer.init_model_from(init_path)
@@ -356,6 +377,12 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
                 f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"
             )
             raise
+        except DivergenceError as exc:
+            raise DivergenceError(
+                f"{exc}. {last} holds the last checked state; continue with: jemfast train --resume {run_dir} "
+                f"--set train.max_rollbacks={trainer.rollbacks + train_cfg['max_rollbacks']} and a lower "
+                f"train.lr (now {train_cfg['lr']:g})"
+            ) from exc
         finally:
             trainer.log.close()
     logger.info("finished %s run in %s (epoch %d, step %d)", method, run_dir, trainer.epoch, trainer.step_count)

@@ -9,7 +9,7 @@ every value so they read as documentation::
               chunk_frames, batch_size, eval_batch_size, num_workers, feature_workers
     model:    depth, width, norm, dropout                       (a jemfast WideResNet)
     train:    method, epochs, lr, momentum, weight_decay, warmup_steps, milestones,
-              gamma, seed, device, p_x_weight, energy_l2, temperature, data_noise, init_from,
+              gamma, seed, device, p_x_weight, energy_l2, temperature, data_noise, max_rollbacks, init_from,
               checkpoint_every, amp
     sampling: n_steps, buffer_size, init, reinit_freq, step_size, noise_std, pyld_lr, clamp
     eval:     n_bins
@@ -168,6 +168,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "energy_l2": _float(0.0),
         "temperature": _float(1e-3, help="energy temperature T in E(x) = -T logsumexp(f(x) / T)"),
         "data_noise": _float(0.0, help="std of Gaussian noise added to every training input (feature units)"),
+        "max_rollbacks": _int(0, help="divergence rollbacks allowed in a run (raise it to continue a diverged run)"),
         "init_from": _str(nullable=True, help="run directory whose best (else last) weights start this run"),
         "checkpoint_every": _int(1, nullable=True, help="also checkpoint every this many steps"),
         "amp": _str(nullable=True, choices=("bf16", "fp16")),
@@ -218,6 +219,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "energy_l2": 0.0,
         "temperature": 1.0,
         "data_noise": 0.03,
+        "max_rollbacks": 5,
         "init_from": None,
         "checkpoint_every": None,
         "amp": None,

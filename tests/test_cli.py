@@ -487,3 +487,19 @@ def test_init_from_refuses_another_architecture_before_writing(trained_runs, tin
     code, _, err = run(capsys, "train", "--resume", trained_runs["jem"], "--init-from", trained_runs["softmax"])
     assert code == 1
     assert_one_line_error(err, "--init-from")
+
+
+def test_resume_trains_with_the_overridden_learning_rate_and_rollbacks(trained_runs, tiny_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "softmax", "--run-dir", run_dir)
+    assert code == 0, err
+    before = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=2", "train.lr=0.005",
+                       "train.momentum=0.5", "train.max_rollbacks=9")
+    assert code == 0, err
+    groups = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert groups[0]["momentum"] == 0.5
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["guard"]["max_rollbacks"] == 9
+    # the tiny recipe has no milestones after warm-up: the rate is the new peak, a tenth of the old one
+    assert groups[0]["lr"] == pytest.approx(before * 0.005 / 0.05)

@@ -555,6 +555,13 @@ class JEMTrainer:
         self._snapshot = clone_state(self._training_state())
         self._snapshot_step = self.step_count
 
+    def scale_learning_rates(self, ratio: float) -> None:
+        """Multiply every learning rate by ``ratio``: the optimizer's, and the scheduler's base
+        rates, so the rest of the schedule follows (e.g. a resumed run with a new peak rate)."""
+        if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"ratio must be a finite positive number, got {ratio!r}")
+        self._scale_learning_rates(float(ratio))
+
     def _scale_learning_rates(self, ratio: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] *= ratio
@@ -569,7 +576,7 @@ class JEMTrainer:
             raise DivergenceError(
                 f"training diverged at step {failed_step} ({reason}) after {self.rollbacks} rollback(s); "
                 f"the guard allows max_rollbacks={self.guard.max_rollbacks}. Lower the learning rate or the "
-                f"SGLD step size, or raise DivergenceGuard.max_rollbacks")
+                f"SGLD step size, or raise DivergenceGuard.max_rollbacks (train.max_rollbacks in a recipe)")
         self.rollbacks += 1
         new_scale = self.lr_scale * self.guard.lr_factor
         self._load_training_state(clone_state(self._snapshot))
