@@ -91,6 +91,7 @@ ABLATION = {
 TARGET_ECE_RATIO = 0.3
 TARGET_ACC_POINTS = 1.0
 N_BOOTSTRAP = 500
+DIVERGED_NAME = "DIVERGED"  # written into a run directory whose training ran out of rollbacks
 # "Overconfident" (the paper's regime): mean confidence at least this many points above accuracy.
 OVERCONFIDENT_POINTS = 2.0
 # ... and fitted: the paper's overconfident models train to near-zero loss. A weak model can
@@ -106,12 +107,18 @@ def _train_and_evaluate(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job["threads"])
     from jemfast.pipeline import evaluate_run, train_run
     from jemfast.recipes import load_config
+    from jemfast.train import DivergenceError
 
     run_dir = Path(job["run_dir"])
     config = load_config(RECIPE, job["overrides"])
     started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING)
-    train_run(config, run_dir, resume=True, progress=False)
+    try:
+        if not (run_dir / DIVERGED_NAME).is_file():
+            train_run(config, run_dir, resume=True, progress=False)
+    except DivergenceError as exc:
+        # A result too (the ablation's paper settings diverge): score the last checked state.
+        (run_dir / DIVERGED_NAME).write_text(str(exc) + "\n")
     evaluate_run(run_dir, checkpoint="last")
     return {"name": job["name"], "wall_s": time.perf_counter() - started}
 
@@ -161,6 +168,7 @@ def _records_for_run(task: str, method: str, seed: int, run_dir: Path, n_bins: i
     test = Predictions.load(run_dir / "predictions" / "test.npz")
     minutes, last_epoch = _training_minutes(run_dir)
     common_keys = {"task": task, "seed": seed, "minutes": minutes, "train_acc": last_epoch["train_acc"],
+                   "diverged": (run_dir / DIVERGED_NAME).is_file(),
                    "train_ce": last_epoch["train_ce"], "epochs": last_epoch["epoch"], "run_dir": str(run_dir)}
     records = [{**common_keys, "method": method, **_metrics(test.labels, test.logits, n_bins, seed)}]
     if not method.endswith(FINETUNE_SUFFIX):
@@ -430,9 +438,13 @@ def _write_ablation(records: list[dict[str, Any]], name: str, args: argparse.Nam
              f"Machine: {env['device']}, torch {env['torch']}, {env['date']}. Task {records[0]['task']}, seed "
              f"{records[0]['seed']}; each row changes one setting of the `{RECIPE}` recipe's jem run. Final models "
              "on test; ACC, ECE and confidence in percent.", "",
-             "| change | train ACC | ACC | ECE [95% CI] | NLL | confidence | minutes |", "|---|---|---|---|---|---|---|"]
+             "A run marked *diverged* ran out of divergence rollbacks; its row scores the last state the "
+             "guard had checked.", "",
+             "| change | epochs done | train ACC | ACC | ECE [95% CI] | NLL | confidence | minutes |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['ablation']} | {r['train_acc']:.1f} | {r['acc']:.1f} | {r['ece']:.2f} "
+        done = f"{r['epochs']}" + (" (diverged)" if r["diverged"] else "")
+        lines.append(f"| {r['ablation']} | {done} | {r['train_acc'] or float('nan'):.1f} | {r['acc']:.1f} | {r['ece']:.2f} "
                      f"[{r['ece_ci'][0]:.1f}, {r['ece_ci'][1]:.1f}] | {r['nll']:.3f} | {r['confidence']:.1f} "
                      f"| {r['minutes']:.2f} |")
     text = "\n".join(lines) + "\n"

@@ -263,3 +263,12 @@ def test_resume_at_an_epoch_boundary_is_exact_and_keeps_the_best_nll(tmp_path):
     resumed.fit(make_loader(), epochs=4, val_loader=val, resume=True)
     assert resumed.step_count == straight.step_count == 24
     assert_same_parameters(straight, resumed)
+
+
+def test_a_checkpoint_missing_an_entry_is_refused_by_name(tmp_path):
+    trainer = make_trainer(p_x_weight=0.0)
+    trainer.step(*batches(1)[0])
+    state = trainer.state_dict()
+    del state["optimizer"]
+    with pytest.raises(CheckpointError, match="lacks optimizer"):
+        make_trainer(p_x_weight=0.0).load_state_dict(state)

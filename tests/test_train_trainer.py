@@ -259,3 +259,18 @@ def test_data_noise_is_added_to_training_inputs_only():
     for bad in (-0.1, float("nan"), True):
         with pytest.raises(ValueError, match="data_noise"):
             JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), data_noise=bad)
+
+
+def test_integer_logits_are_refused_clearly():
+    class Rounding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = mlp()
+
+        def forward(self, x):
+            return self.inner(x).round().long()
+
+    model = Rounding()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0, progress=False)
+    with pytest.raises(TypeError, match="torch.int64 logits"):
+        trainer.step(*blobs(8, seed=5))

@@ -64,6 +64,8 @@ __all__ = ["JEMTrainer", "NonFiniteLogits"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "jemfast.trainer/1"
+_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "rollbacks", "lr_scale", "best_val_nll",
+               "n_classes", "sample_shape", "fit", "ranks")
 _AMP_DTYPES = (None, torch.float16, torch.bfloat16)
 # Random streams a trainer seeds, each keyed by derive_seed(seed, rank, stream, ...) so that
 # no two (rank, stream) pairs share a key (seed + rank + k would: rank r's k+1 is rank r+1's k).
@@ -635,6 +637,10 @@ class JEMTrainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
                                   f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint lacks {', '.join(missing)}; a {CHECKPOINT_FORMAT} checkpoint has "
+                                  f"{', '.join(_STATE_KEYS)}")
         if self._pending:
             self.sync()
         self.module.load_state_dict(state["model"])
