@@ -116,7 +116,7 @@ def test_overrides_apply_and_numbers_are_accepted_for_floats():
         ("train.device=tpu", "train.device must be auto, cpu, cuda"),
         ("sampling.init=zeros", "sampling.init must be one of uniform, normal, class_gaussian"),
         ("sampling.reinit_freq=2", "sampling.reinit_freq must be <= 1.0"),
-        ("sampling.buffer_size=4", r"sampling.buffer_size \(4\) must be at least data.batch_size \(16\)"),
+        ("sampling.buffer_size=4", r"sampling.buffer_size \(4\) must be at least data.batch_size \(32\)"),
         ("train.lr=null", "train.lr must not be null"),
     ],
 )
