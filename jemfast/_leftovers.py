@@ -103,3 +103,23 @@ def is_stale(path: Path, owner: Optional[tuple[Optional[str], int]], now: Option
     except FileNotFoundError:  # already removed by someone else
         return False
     return age > STALE_AFTER_S
+
+
+def stale_leftovers(directory: str | os.PathLike, pattern: "re.Pattern[str]", folders: bool) -> list[Path]:
+    """Entries of ``directory`` whose names match ``pattern`` (with an optional ``owner`` group
+    holding an owner tag) and that :func:`is_stale` says may be deleted.
+
+    ``folders`` picks folders (True) or files (False); the caller deletes what it gets.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = []
+    for path in directory.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match is None or path.is_dir() != folders:
+            continue
+        tag = match.groupdict().get("owner")
+        if is_stale(path, parse_owner_tag(tag) if tag else None):
+            stale.append(path)
+    return stale

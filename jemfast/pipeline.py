@@ -218,10 +218,13 @@ RESUME_FIXED_KEYS: dict[str, str] = {
 }
 
 
-def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> None:
-    """ConfigError naming the first :data:`RESUME_FIXED_KEYS` value ``config`` changes in the run's config.yaml."""
+def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """ConfigError naming the first :data:`RESUME_FIXED_KEYS` value ``config`` changes in the run's config.yaml.
+
+    Returns the run's stored config (None when it has no config.yaml).
+    """
     if not (run_dir / CONFIG_NAME).is_file():
-        return  # nothing recorded to compare with; loading the checkpoint still checks the shapes
+        return None  # nothing recorded to compare with; loading the checkpoint still checks the shapes
     stored = load_run_config(run_dir)
     for dotted, reason in RESUME_FIXED_KEYS.items():
         section, key = dotted.split(".")
@@ -231,6 +234,7 @@ def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> None:
                 f"{dotted}={_as_typed(stored[section][key])} and {reason}; train a new run into another --run-dir "
                 "instead"
             )
+    return stored
 
 
 def _as_typed(value: Any) -> str:
@@ -304,7 +308,7 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
     config = _absolute_data_paths(config)
     resuming = resume and last.is_file()
     if resuming:
-        _refuse_fixed_changes(run_dir, config)
+        stored_config = _refuse_fixed_changes(run_dir, config)
     data, train_cfg = config["data"], config["train"]
     method = train_cfg["method"]
     labels = _read_labels(config)
@@ -354,7 +358,8 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
         # Loaded here, not by fit(resume=True), so that nothing in the run directory changes
         # (config.yaml, train.log) unless the checkpoint fits this run.
         _load_resume_checkpoint(trainer, last)
-        _apply_optimizer_overrides(trainer, load_run_config(run_dir)["train"], train_cfg)
+        if stored_config is not None:
+            _apply_optimizer_overrides(trainer, stored_config["train"], train_cfg)
     if init_path is not None:
         with _bad_input(f"train.init_from ({init_path})"):
             trainer.init_model_from(init_path)

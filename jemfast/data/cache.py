@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .._leftovers import is_stale, owner_tag, parse_owner_tag
+from .._leftovers import owner_tag, stale_leftovers
 from .audio import DEFAULT_MIN_SAMPLES, AudioError, load_audio
 from .features import FeatureRecipe, logmel
 from .manifest import ManifestRow, read_manifest
@@ -132,18 +132,11 @@ def remove_stale_staging(cache_dir: str | os.PathLike) -> list[Path]:
     for an hour (:func:`jemfast._leftovers.is_stale`); live builds of other
     processes are left alone. Returns the folders removed.
     """
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return []
     removed = []
-    for path in cache_dir.iterdir():
-        match = _LEFTOVER_PATTERN.fullmatch(path.name)
-        if match is None or not path.is_dir():
-            continue
-        if is_stale(path, parse_owner_tag(match.group("owner"))):
-            shutil.rmtree(path, ignore_errors=True)  # another build may be removing it at the same time
-            logger.info("removed %s, left by a feature cache build that did not finish", path)
-            removed.append(path)
+    for path in stale_leftovers(cache_dir, _LEFTOVER_PATTERN, folders=True):
+        shutil.rmtree(path, ignore_errors=True)  # another build may be removing it at the same time
+        logger.info("removed %s, left by a feature cache build that did not finish", path)
+        removed.append(path)
     return removed
 
 

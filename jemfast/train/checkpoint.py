@@ -33,7 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from jemfast._leftovers import is_stale, owner_tag, parse_owner_tag
+from jemfast._leftovers import owner_tag, stale_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -100,22 +100,14 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     an hour (:func:`jemfast._leftovers.is_stale`); files of live writers are
     left alone. Returns the files removed.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
     removed = []
-    for path in directory.iterdir():
-        match = _TEMPORARY_PATTERN.fullmatch(path.name)
-        if match is None or not path.is_file():
+    for path in stale_leftovers(directory, _TEMPORARY_PATTERN, folders=False):
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another writer removed it first
             continue
-        owner = parse_owner_tag(match.group("owner")) if match.group("owner") else None
-        if is_stale(path, owner):
-            try:
-                path.unlink()
-            except FileNotFoundError:  # another writer removed it first
-                continue
-            logger.info("removed %s, left by a checkpoint write that did not finish", path)
-            removed.append(path)
+        logger.info("removed %s, left by a checkpoint write that did not finish", path)
+        removed.append(path)
     return removed
 
 
