@@ -372,3 +372,36 @@ def test_graph_capture_on_a_device_that_is_not_current():
     x = SGLDSampler(model, buf, n_steps=3, seed=0, cuda_graph=True).sample(8)
     assert x.device == torch.device("cuda:1") and torch.isfinite(x).all()
     assert torch.cuda.current_device() == 0
+
+
+@pytest.mark.parametrize("method", ["sgld", "pyld"])
+def test_float16_input_gradients_do_not_underflow(method):
+    """log p's input gradient lies mostly below float16's normal range; the sampler scales it.
+
+    CPU autocast runs float16 convolutions, so this checks the scaling here; without it
+    a fraction of a percent of the gradient is flushed to zero.
+    """
+    from jemfast.models import WideResNet
+
+    torch.manual_seed(0)
+    model = WideResNet(depth=10, width=1, num_classes=10, norm=None).eval()
+    x = torch.rand(2, 1, 32, 192, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    buffer = ReplayBuffer((1, 32, 192), size=4, init="uniform", seed=0, device="cpu")
+
+    def gradient(amp_dtype):
+        sampler = SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, amp_dtype=amp_dtype)
+        return sampler._input_gradient(x.clone(), None)
+
+    g32, g16 = gradient(None), gradient(torch.float16)
+    assert (g32.abs() < 6.1e-5).float().mean() > 0.9  # the premise: mostly subnormal in float16
+    flushed = int(((g16 == 0) & (g32 != 0)).sum())
+    assert flushed == 0, f"{flushed} of {g32.numel()} input-gradient entries flushed to zero under float16"
+    assert float((g16 - g32).norm() / g32.norm()) < 0.05
+    if method == "pyld":  # the PYLD step uses the same scaled gradient and costate
+        x16 = x.clone()
+        SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, amp_dtype=torch.float16, method="pyld",
+                    noise_std=0.0, step_size=1e4, pyld_lr=1e4, pyld_inner_steps=1).run_chain(x16)
+        x32 = x.clone()
+        SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, method="pyld",
+                    noise_std=0.0, step_size=1e4, pyld_lr=1e4, pyld_inner_steps=1).run_chain(x32)
+        assert float((x16 - x32).norm() / (x32 - x).norm()) < 0.1

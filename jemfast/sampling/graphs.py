@@ -23,7 +23,12 @@ What makes replays correct:
   restored afterwards, so warm-up leaves no trace:
   graph and eager modes given the same states produce the same samples.
 * Capture and replay happen with the buffer's device current: CUDA graphs and
-  Triton launches follow the current device, not the tensors'.
+  Triton launches follow the current device, not the tensors'. Each capture uses
+  its own stream on that device (``torch.cuda.graph``'s default stream is one per
+  process, made on whichever device was current at the first capture).
+* Capture errors are thread-local: a DataLoader's pin-memory thread calls
+  ``cudaHostAlloc`` while the training thread captures, and the default "global"
+  mode would turn that unrelated call into a failed capture.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class ChainGraphs:
     def __init__(self, sampler: "SGLDSampler"):
         self.sampler = sampler
         self.pool = None
+        self.streams: dict[torch.device, torch.cuda.Stream] = {}
         self.graphs: dict[tuple[int, bool], _CapturedChain] = {}
         self.fingerprint = None
         self.captures = 0  # how many captures were made (tests and logs read it)
@@ -123,8 +129,11 @@ class ChainGraphs:
 
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
+        stream = self.streams.get(device)
+        if stream is None:
+            stream = self.streams[device] = torch.cuda.Stream(device)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, stream=stream, capture_error_mode="thread_local"):
             static_out = sampler.sample_eager(batch_size, static_y, write_back=True)
         self.captures += 1
         logger.debug("captured the SGLD chain for batch size %d (conditional=%s)", batch_size, y is not None)

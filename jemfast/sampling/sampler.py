@@ -40,6 +40,15 @@ logger = logging.getLogger(__name__)
 MODEL_MODES = ("eval", "train", "keep")
 METHODS = ("sgld", "pyld")
 
+# Input gradients of log p(x) are tiny: on WRN-10-1 and WRN-28-5 (no norm, 32 x 192
+# inputs in [-1, 1]) their median magnitude is 6e-6 and 99.9% of them lie below
+# float16's smallest normal (6.1e-5), so a float16 backward flushes 0.26-0.32% of them
+# to zero. Scaling log p by 2**12 before the backward removes every flush (relative
+# error to float32: 2.6% -> 2.3% on WRN-28-5; what remains is the float16 forward) and
+# stays finite up to 2**16. A constant, unlike a dynamic loss scale, needs no host sync
+# and keeps the chain capturable as one CUDA graph.
+FP16_GRAD_SCALE = 2.0**12
+
 
 @dataclass(frozen=True)
 class PresetSource:
@@ -147,7 +156,9 @@ class SGLDSampler:
             every mode the chain leaves batch-norm running statistics untouched
             (:mod:`jemfast.sampling.norm_stats`).
         amp_dtype: run the model under ``torch.autocast`` with this dtype (e.g.
-            torch.bfloat16); the update itself is always float32 arithmetic.
+            torch.bfloat16); the update itself is always float32 arithmetic. Under
+            float16 the input gradient is taken of ``FP16_GRAD_SCALE * log p`` and divided
+            back, so it does not underflow (see that constant).
         cuda_graph: True, False or "auto" (on for CUDA buffers).
         method: "sgld" or "pyld".
         pyld_layer: the module whose output is the PYLD costate (default
@@ -323,13 +334,18 @@ class SGLDSampler:
                         self._pyld_step(x, y)
         return x.detach()
 
+    @property
+    def _grad_scale(self) -> float:
+        return FP16_GRAD_SCALE if self.amp_dtype == torch.float16 else 1.0
+
     def _input_gradient(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         x_in = x.detach().requires_grad_(True)
         with self._autocast():
             logits = self.model(x_in)
+        scale = self._grad_scale
         log_p = self.log_p(logits.float(), y)
-        (grad,) = torch.autograd.grad(log_p.sum(), x_in)
-        return grad.to(x.dtype)
+        (grad,) = torch.autograd.grad(log_p.sum() * scale, x_in)
+        return (grad / scale if scale != 1.0 else grad).to(x.dtype)
 
     def _pyld_step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         """One PYLD outer step (JEM++): full gradient and costate, then cheap first-layer steps."""
@@ -343,8 +359,14 @@ class SGLDSampler:
             hook.remove()
         if len(captured) != 1:
             raise RuntimeError(f"the PYLD layer ran {len(captured)} times in one forward pass; expected exactly once")
-        grad_x, costate = torch.autograd.grad(self.log_p(logits.float(), y).sum(), (x_in, captured[0]))
+        # Under float16 both gradients carry FP16_GRAD_SCALE: the costate keeps it (so the
+        # inner steps' backward through the first layer stays in range too) and each
+        # input gradient is divided back before its update.
+        scale = self._grad_scale
+        grad_x, costate = torch.autograd.grad(self.log_p(logits.float(), y).sum() * scale, (x_in, captured[0]))
         costate = costate.detach()
+        if scale != 1.0:
+            grad_x = grad_x / scale
         if self.step_size != 0.0:
             sgld_update_(
                 x, grad_x.to(x.dtype), step_size=self.step_size, noise_std=0.0, rng_state=self.rng_state,
@@ -355,6 +377,8 @@ class SGLDSampler:
             with self._autocast():
                 hamiltonian = (self.pyld_layer(x_in).float() * costate).sum()
             (grad,) = torch.autograd.grad(hamiltonian, x_in)
+            if scale != 1.0:
+                grad = grad / scale
             last = k == self.pyld_inner_steps - 1
             sgld_update_(
                 x, grad.to(x.dtype), step_size=self.pyld_lr, noise_std=self.noise_std if last else 0.0,

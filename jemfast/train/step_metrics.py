@@ -25,12 +25,14 @@ class StepClock:
     """Marks points in a step: CUDA events on a GPU (no sync), ``perf_counter`` otherwise."""
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def mark(self):
         if self.cuda:
+            # On the trainer's device's stream, which need not be the current device.
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             return event
         return time.perf_counter()
 
