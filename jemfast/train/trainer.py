@@ -5,10 +5,7 @@ One iteration (``JEMTrainer.step``)::
     x = x + data_noise * randn_like(x)                # the reference's Gaussian data noise
     x_neg = sampler.sample(B)                         # SGLD from the replay buffer, detached
     logits = model(cat[x, x_neg])                     # one forward (two with batch norm)
-    E = energy(logits, T)                             # E = -T logsumexp(logits / T)
-    loss = p_y_weight * CE(logits[:B], y)
-         + p_x_weight * (mean E[:B] - mean E[B:])
-         + energy_l2 * (mean E[:B]^2 + mean E[B:]^2)
+    loss = jem_objective(logits[:B], y, logits[B:])   # jemfast.train.objective: the paper's loss
 
 followed by the optimizer (and step-wise scheduler) step. With ``p_x_weight=0`` no
 sampling runs and the same code trains a plain softmax classifier, the paper's baseline.
@@ -56,6 +53,7 @@ from jemfast.train.checkpoint import (
 )
 from jemfast.train.guard import DivergenceError, DivergenceGuard
 from jemfast.train.interrupt import StepInterrupts
+from jemfast.train.objective import jem_objective
 from jemfast.train.run_log import RunLog
 from jemfast.train.step_metrics import StepClock, StepMetrics
 
@@ -74,12 +72,6 @@ _BUFFER_STREAM, _NOISE_STREAM, _ROLLBACK_STREAM, _RESUME_STREAM, _RANK_STREAM = 
 
 class NonFiniteLogits(ValueError):
     """The model produced NaN or Inf logits where finite ones were needed (evaluation)."""
-
-
-def _energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    from jemfast.ops.energy import energy
-
-    return energy(logits, temperature)
 
 
 class JEMTrainer:
@@ -441,23 +433,12 @@ class JEMTrainer:
         if not logits_all.is_floating_point():
             raise TypeError(f"the model returned {logits_all.dtype} logits; a JEM needs floating-point logits "
                             "(the energy and its input gradient are taken from them)")
-        logits_all = logits_all.float()
         logits = logits_all[:batch]
-        ce = F.cross_entropy(logits, y)
-        energies = _energy(logits_all, self.temperature)
-        e_data = energies[:batch].mean()
-        loss = self.p_y_weight * ce
-        nan = torch.full((), float("nan"), device=self.device)
-        if self.uses_sampling:
-            e_samples = energies[batch:].mean()
-            gap = e_data - e_samples
-            loss = loss + self.p_x_weight * gap
-            if self.energy_l2 > 0:
-                loss = loss + self.energy_l2 * (energies[:batch].pow(2).mean() + energies[batch:].pow(2).mean())
-        else:
-            e_samples, gap = nan, None
-            if self.energy_l2 > 0:
-                loss = loss + self.energy_l2 * energies.pow(2).mean()
+        objective = jem_objective(logits, y, logits_all[batch:] if self.uses_sampling else None,
+                                  p_y_weight=self.p_y_weight, p_x_weight=self.p_x_weight,
+                                  energy_l2=self.energy_l2, temperature=self.temperature)
+        loss, ce, e_data, e_samples = objective.loss, objective.ce, objective.e_data, objective.e_samples
+        gap = objective.e_gap if self.uses_sampling else None
 
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
@@ -479,7 +460,7 @@ class JEMTrainer:
 
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean()
-            values = torch.stack([ce, acc, e_data, e_samples, gap if gap is not None else nan, loss]).detach()
+            values = torch.stack([ce, acc, e_data, e_samples, objective.e_gap, loss]).detach()
         self.guard.observe(loss, gap)
         self.step_count += 1
         metrics = StepMetrics(self.step_count, self.epoch, values, lr, self._clock, (t_start, t_sampled, t_end))
