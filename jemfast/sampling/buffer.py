@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from jemfast.cuda_graphs import attribute_key
 from jemfast.ops import make_rng_state, random_normal, random_uniform
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,15 @@ class ReplayBuffer:
         self.filled = False
         if init != "class_gaussian":
             self.reset()
+
+    def capture_key(self) -> tuple:
+        """What a CUDA graph that draws from and writes to this buffer depends on.
+
+        Every attribute (storage and random state by address, settings by value): a
+        replaced storage or new init statistics make captured chains re-capture
+        (:mod:`jemfast.cuda_graphs`).
+        """
+        return attribute_key(self)
 
     # ------------------------------------------------------------------ layout
     @property

@@ -11,7 +11,8 @@ n_steps times, with the fused :func:`jemfast.ops.sgld_update_`. Only the input
 gradient is computed: the parameters' ``requires_grad`` is switched off for the
 chain and restored afterwards. On a CUDA device the whole chain (buffer draw,
 re-init, n_steps of forward + input gradient + update, write-back) is captured
-once into a CUDA graph and replayed (:mod:`jemfast.sampling.graphs`).
+once into a CUDA graph and replayed (:mod:`jemfast.cuda_graphs`), re-captured whenever
+:meth:`SGLDSampler.capture_key` changes.
 
 ``method="pyld"`` is JEM++'s sampler (Yang & Ji 2021): each outer step takes one
 full forward/backward to get the input gradient and the *costate* p (the
@@ -30,6 +31,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from jemfast.cuda_graphs import GraphCache, attribute_key
 from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state, sgld_update_
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
@@ -240,7 +242,7 @@ class SGLDSampler:
         self.nvtx = nvtx
         self.rng_state = make_rng_state(seed, buffer.device)
         self.use_cuda_graph = cuda_graph is True or (cuda_graph == "auto" and buffer.device.type == "cuda")
-        self._graphs = None  # built lazily: jemfast.sampling.graphs.ChainGraphs
+        self._graphs: GraphCache | None = None  # built on the first captured call
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -276,12 +278,25 @@ class SGLDSampler:
                 raise ValueError(f"y is on {y.device}, expected the buffer's device {self.buffer.device}")
         if self.use_cuda_graph:
             if self._graphs is None:
-                from jemfast.sampling.graphs import ChainGraphs
-
-                self._graphs = ChainGraphs(self)
+                self._graphs = GraphCache("the SGLD chain", self.buffer.device, preserve=self._capture_preserved)
             with nvtx_range("sgld/graph_replay", self.nvtx):
-                return self._graphs.run(batch_size, y)
+                return self._graphs.run(self.capture_key(), (batch_size, y is not None),
+                                        lambda y, warmup: self.sample_eager(batch_size, y, write_back=not warmup), y)
         return self.sample_eager(batch_size, y)
+
+    def capture_key(self) -> tuple:
+        """What a captured chain depends on besides tensor contents.
+
+        Every attribute of the sampler (settings, the model's parameters, buffers and
+        modes, the replay buffer's :meth:`~ReplayBuffer.capture_key`, the noise state's
+        storage) and whether grad mode is on; a new attribute is included by itself.
+        """
+        return attribute_key(self, skip=("_graphs",)), torch.is_grad_enabled()
+
+    def _capture_preserved(self) -> list[torch.Tensor]:
+        # A capture's warm-up runs draw random numbers; a user's module may update other
+        # buffers (the chain itself never writes batch-norm running statistics).
+        return [self.rng_state, self.buffer.rng_state, *self.model.buffers()]
 
     def sample_eager(self, batch_size: int, y: torch.Tensor | None = None, write_back: bool = True) -> torch.Tensor:
         """The chain without CUDA graphs (what a graph captures): draw, run, write back."""
