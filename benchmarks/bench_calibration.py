@@ -257,6 +257,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"of one run ({result['workers']} run(s) at a time, {result['threads']} thread(s) each).",
         "",
     ]
+    if result.get("overrides") or result.get("task_sizes"):
+        sizes = ", ".join(f"{task} {s['n_per_class']}" for task, s in result.get("task_sizes", {}).items())
+        lines += [f"Training utterances per class: {sizes or 'the default sizes'}; recipe overrides: "
+                  f"{', '.join(f'`{o}`' for o in result.get('overrides', [])) or 'none'}.", ""]
     for task, methods in result["summary"].items():
         reg = result["regime"].get(task, {})
         state = "overconfident" if reg.get("overconfident") else "not overconfident"
@@ -294,7 +298,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ main
-def _prepare_corpora(workdir: Path, tasks: list[str], overrides: list[str]) -> dict[str, Path]:
+def _prepare_corpora(workdir: Path, tasks: list[str], overrides: list[str],
+                     train_per_class: int | None = None) -> dict[str, Path]:
     """Generate each task's corpus and build its features once (runs in parallel must not race on a cache)."""
     from jemfast.data import generate_corpus
     from jemfast.pipeline import build_features
@@ -302,7 +307,10 @@ def _prepare_corpora(workdir: Path, tasks: list[str], overrides: list[str]) -> d
 
     corpora = {}
     for task in tasks:
-        corpus = generate_corpus(workdir / "corpora" / task, task, **TASK_SIZES[task])
+        sizes = dict(TASK_SIZES[task])
+        if train_per_class is not None:
+            sizes["n_per_class"] = train_per_class
+        corpus = generate_corpus(workdir / "corpora" / task, task, **sizes)
         corpora[task] = Path(corpus["root"])
         build_features(load_config(RECIPE, [*overrides, f"data.dir={corpora[task]}"]))
     return corpora
@@ -328,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="default: the recipe's epochs / 4")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="recipe override for every run (e.g. train.epochs=20)")
+    parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                        help="training utterances per class for every task (default: TASK_SIZES); fewer "
+                             "utterances and more epochs push the softmax model towards the paper's regime")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default: calibration, calibration-quick or calibration-ablation)")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "jemfast-bench-calibration"))
     parser.add_argument("--workers", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
@@ -354,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     load_config(RECIPE, overrides)  # refuse bad overrides before any work
     ft_epochs = args.finetune_epochs or max(1, epochs // 4)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    name = "calibration-ablation" if args.ablation else "calibration-quick" if args.quick else "calibration"
+    name = args.name or ("calibration-ablation" if args.ablation else "calibration-quick" if args.quick else "calibration")
+    if args.train_per_class is not None and args.train_per_class < 2:
+        parser.error("--train-per-class must be at least 2")
     workdir = Path(args.workdir) / name
     started = time.perf_counter()
-    corpora = _prepare_corpora(workdir, args.tasks, overrides)
+    corpora = _prepare_corpora(workdir, args.tasks, overrides, args.train_per_class)
     logger.info("corpora and features ready in %.0f s", time.perf_counter() - started)
 
     scratch, finetune = [], []
@@ -402,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(records)
     env = common.environment("cpu")
     env["cpu_threads"] = threads
-    result = {"environment": env, "recipe": base, "overrides": overrides, "seeds": seeds,
+    task_sizes = {task: {**TASK_SIZES[task], **({"n_per_class": args.train_per_class} if args.train_per_class else {})}
+                  for task in args.tasks}
+    result = {"environment": env, "recipe": base, "overrides": overrides, "seeds": seeds, "task_sizes": task_sizes,
               "finetune_epochs": ft_epochs, "workers": args.workers, "threads": threads,
               "total_minutes": (time.perf_counter() - started) / 60.0,
               "records": records, "summary": summary, "targets": check_targets(summary), "regime": regime(summary),

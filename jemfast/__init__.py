@@ -8,7 +8,11 @@ sub-package is loaded only when one of its names is used::
 
 Layers (data flows one way, lower layers never import higher ones)::
 
-    data -> models -> ops/backends -> sampling -> train -> calibration -> cli
+    data -> models -> ops/backends -> sampling -> train -> calibration -> pipeline -> cli
+
+with one exception by design: ``calibration.metrics`` (numpy and torch only) is a
+leaf that ``train`` uses to score validation, so the trainer and the reports compute
+ECE and NLL with the same code.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from jemfast.calibration import (
     reliability_diagram,
     training_curves,
 )
-from jemfast.calibration.plots import read_epoch_records
+from jemfast.train.run_log import read_epoch_records
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF"}
 

@@ -274,3 +274,16 @@ def test_integer_logits_are_refused_clearly():
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0, progress=False)
     with pytest.raises(TypeError, match="torch.int64 logits"):
         trainer.step(*blobs(8, seed=5))
+
+
+def test_each_step_is_an_nvtx_range_when_profiling(monkeypatch):
+    """``train/step`` (listed in jemfast.profiling) is emitted around every training step."""
+    from jemfast import profiling
+
+    names = []
+    monkeypatch.setattr(profiling._Range, "_push_pop", (names.append, lambda: None))
+    monkeypatch.setattr(profiling, "_enabled", True)
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0)
+    trainer.step(*blobs(8, seed=11))
+    assert names.count("train/step") == 1

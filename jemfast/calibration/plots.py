@@ -8,7 +8,6 @@ extension of ``path`` (.png or .pdf).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from jemfast.train.run_log import read_epoch_records
 
 from .metrics import _bin_stats, _check_n_bins, _resolve, bin_edges
 from .predictions import as_predictions
@@ -130,30 +131,6 @@ def confidence_histogram(
     if title:
         ax.set_title(title)
     return _save(fig, path)
-
-
-def read_epoch_records(metrics_jsonl_path: str | os.PathLike) -> list[dict]:
-    """The ``"kind": "epoch"`` records of a run's JSON Lines log, sorted by epoch.
-
-    Blank lines and records of other kinds are skipped; a line that is not a
-    JSON object raises ValueError naming the line.
-    """
-    records = []
-    with open(metrics_jsonl_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{metrics_jsonl_path}:{lineno} is not valid JSON: {err}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{metrics_jsonl_path}:{lineno} is not a JSON object")
-            if record.get("kind") == "epoch":
-                if "epoch" not in record:
-                    raise ValueError(f"{metrics_jsonl_path}:{lineno} is an epoch record without an 'epoch' field")
-                records.append(record)
-    return sorted(records, key=lambda r: r["epoch"])
 
 
 def _plot_series(ax, records: list[dict], keys: tuple[str, ...]) -> bool:

@@ -1,4 +1,4 @@
-"""Run directory output: config.json, metrics.jsonl and a progress display.
+"""Run directory output: config.json, metrics.jsonl (written and read here) and a progress display.
 
 metrics.jsonl holds one JSON object per line with a ``"kind"``:
 
@@ -19,11 +19,12 @@ import json
 import logging
 import math
 import sys
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "read_epoch_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +105,27 @@ class RunLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def read_epoch_records(metrics_jsonl_path: str | os.PathLike) -> list[dict]:
+    """The ``"kind": "epoch"`` records of a run's JSON Lines log, sorted by epoch.
+
+    Blank lines and records of other kinds are skipped; a line that is not a
+    JSON object raises ValueError naming the line.
+    """
+    records = []
+    with open(metrics_jsonl_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{metrics_jsonl_path}:{lineno} is not valid JSON: {err}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{metrics_jsonl_path}:{lineno} is not a JSON object")
+            if record.get("kind") == "epoch":
+                if "epoch" not in record:
+                    raise ValueError(f"{metrics_jsonl_path}:{lineno} is an epoch record without an 'epoch' field")
+                records.append(record)
+    return sorted(records, key=lambda r: r["epoch"])

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jemfast.ops.philox import derive_seed
+from jemfast.profiling import nvtx_range
 from jemfast.sampling.norm_stats import frozen_norm_statistics, norm_layers
 from jemfast.train import distributed as dist_utils
 from jemfast.train.checkpoint import (
@@ -394,7 +395,7 @@ class JEMTrainer:
             DivergenceError: the divergence guard ran out of rollbacks.
         """
         self.validate_batch(x, y)
-        with self._interrupts.step():
+        with self._interrupts.step(), nvtx_range("train/step"):
             return self._train_step(x, y)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepMetrics:
