@@ -66,7 +66,7 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
         if device.type != "cpu":
             return f"the numba CPU kernels need CPU tensors (got a {device.type} tensor)"
         if importlib.util.find_spec("numba") is None:
-            return "numba is not installed (it comes with librosa: pip install numba)"
+            return 'numba is not installed: pip install "jemfast[cpu]"'
         return None
     if backend == "triton":
         return triton_unavailable_reason(device)

@@ -1,6 +1,8 @@
 """Calibration of classifiers: metrics, post-hoc calibrators, OOD scores, plots and reports.
 
-Pure numpy/torch/matplotlib; depends on no other jemfast package. Metric
+Metrics, calibrators and OOD scores are numpy/torch only and import no other jemfast
+package (the trainer scores validation with them). Plots need matplotlib (the
+``plots`` extra) and are imported on first use; reports also read run logs. Metric
 functions return fractions, :func:`evaluate_logits` and the reports percent
 (see :mod:`jemfast.calibration.metrics` for units and the binning rule).
 """
@@ -22,9 +24,7 @@ from .metrics import (
     reliability_bins,
 )
 from .ood import auroc, energy_score, fpr_at_tpr, input_gradient_norm, max_softmax_probability, ood_metrics
-from .plots import compare_reliability, confidence_histogram, reliability_diagram, training_curves
 from .predictions import Predictions
-from .report import METHODS, compare_models, report_runs, write_report
 from .scalers import (
     Calibrator,
     LogisticScaling,
@@ -33,6 +33,26 @@ from .scalers import (
     VectorScaling,
     load_calibrator,
 )
+
+# Names from modules that need matplotlib: imported when first used.
+_LAZY = {
+    "compare_reliability": "plots",
+    "confidence_histogram": "plots",
+    "reliability_diagram": "plots",
+    "training_curves": "plots",
+    "METHODS": "report",
+    "compare_models": "report",
+    "report_runs": "report",
+    "write_report": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BinStats",

@@ -13,13 +13,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from jemfast._extras import require
 from jemfast.train.run_log import read_epoch_records
 
 from .metrics import _bin_stats, _check_n_bins, _resolve, bin_edges
 from .predictions import as_predictions
+
+FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plotting").FigureCanvasAgg
+Figure = require("matplotlib.figure", "plotting").Figure
 
 logger = logging.getLogger(__name__)
 

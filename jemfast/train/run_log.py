@@ -15,6 +15,7 @@ seconds (every step's record is in metrics.jsonl anyway).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -50,7 +51,8 @@ class RunLog:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         use_bar = sys.stderr.isatty() if progress is None else progress
-        self._use_bar = bool(use_bar) and enabled
+        # Without tqdm (an optional dependency) the display is plain log lines.
+        self._use_bar = bool(use_bar) and enabled and importlib.util.find_spec("tqdm") is not None
         self._bar = None
         self._last_line = -math.inf
 
