@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jemfast.calibration import (
-    METHODS,
+    REPORT_ROWS,
     Predictions,
     TemperatureScaling,
     compare_models,
@@ -101,7 +101,7 @@ def test_compare_models_rows(tmp_path):
     s = model_splits()
     rows = compare_models(**s, n_bins=15, calibrator_dir=tmp_path / "cal")
     assert len(rows) == 5 * 4  # five methods, "all" and three subsets
-    assert [r["method"] for r in rows if r["subset"] == "all"] == list(METHODS)
+    assert [r["method"] for r in rows if r["subset"] == "all"] == list(REPORT_ROWS)
     assert rows[0]["subset"] == "all" and sorted(r["subset"] for r in rows[1:4]) == ["1s", "3s", "full"]
     by = {(r["method"], r["subset"]): r for r in rows}
     # Uncalibrated rows are exactly the metrics of the test predictions.
@@ -142,7 +142,7 @@ def test_write_report(tmp_path):
     md = md_path.read_text()
     assert md.startswith("# Emotion")
     assert "| Method | ECE (%) | ACC (%) | NLL |" in md
-    for method in METHODS:
+    for method in REPORT_ROWS:
         assert f"| {method} |" in md
     assert "## Subset: 1s" in md and "**" in md
     first = next(r for r in rows if r["method"] == "softmax" and r["subset"] == "all")

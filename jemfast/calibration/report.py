@@ -23,7 +23,7 @@ from .scalers import Calibrator, LogisticScaling, TemperatureScaling
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("softmax", "softmax + TS", "softmax + LS", "energy", "energy + TS")
+REPORT_ROWS = ("softmax", "softmax + TS", "softmax + LS", "energy", "energy + TS")
 ALL_SUBSETS = "all"
 RUN_KEYS = ("softmax_dev", "softmax_test", "energy_dev", "energy_test")
 
@@ -77,7 +77,7 @@ def compare_models(
             ``n_bootstrap`` resamples of the test examples drawn with ``seed``.
 
     Returns:
-        Rows (dicts) with keys method (one of :data:`METHODS`), subset
+        Rows (dicts) with keys method (one of :data:`REPORT_ROWS`), subset
         ("all", then each subset name of the test predictions), ece (percent),
         acc (percent), nll (nats), brier, mce (percent) and n.
     """

@@ -40,7 +40,7 @@ from jemfast.sampling.norm_stats import frozen_norm_statistics
 logger = logging.getLogger(__name__)
 
 MODEL_MODES = ("eval", "train", "keep")
-METHODS = ("sgld", "pyld")
+CHAIN_METHODS = ("sgld", "pyld")
 
 # Input gradients of log p(x) are tiny: on WRN-10-1 and WRN-28-5 (no norm, 32 x 192
 # inputs in [-1, 1]) their median magnitude is 6e-6 and 99.9% of them lie below
@@ -202,7 +202,7 @@ class SGLDSampler:
             raise TypeError(f"buffer must be a jemfast ReplayBuffer, got {type(buffer).__name__}")
         _check_positive_int("n_steps", n_steps, 0)
         _check_choice("model_mode", model_mode, MODEL_MODES)
-        _check_choice("method", method, METHODS)
+        _check_choice("method", method, CHAIN_METHODS)
         _check_choice("cuda_graph", cuda_graph, (True, False, "auto"))
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
