@@ -10,6 +10,17 @@ namespace jemfast {
 namespace {
 
 constexpr int kSgldThreads = 256;
+// Minimum resident blocks per SM promised to ptxas in __launch_bounds__. Stating 1
+// (rather than leaving it out) matters: without it ptxas 13.0 for sm_90 budgets
+// sgld_update_kernel<bf16, 8> to 48 registers (5 blocks of 256 threads) and spills
+// one hoisted Philox round key to meet that budget (4 B stored once, reloaded 8
+// times per pack: one LDL per element). With 1 it allocates 55 registers and
+// spills nothing, and on sm_90 every instantiation stays at <= 64 registers, i.e.
+// >= 4 resident blocks (32 warps per SM); tests/test_csrc.py checks both. Only
+// register allocation changes: the PTX is identical apart from .minnctapersm, so
+// the arithmetic, and the noise, are bit-for-bit the same. Measurements (and the
+// sm_100 numbers) in csrc/README.md.
+constexpr int kSgldMinBlocksPerSm = 1;
 
 // One 16-byte access worth of elements.
 template <typename T, int N>
@@ -37,10 +48,12 @@ struct alignas(sizeof(T) * N) Pack {
 // same scheme as PyTorch's Philox dropout and Triton's tl.randn). One Philox
 // call per element (the third and fourth words are dropped, matching
 // tl.randn) keeps the element -> counter map identical to the Triton and
-// PyTorch backends; the integer work per element is ~10 IMAD.HI/IMAD pairs,
-// and the first round folds to constants because c2 = c3 = 0.
+// PyTorch backends; the integer work per element is ~17 IMAD.WIDE/IMAD.HI and
+// ~23 LOP3 on sm_90 (the first round folds to constants because c2 = c3 = 0).
+// The whole element costs ~140-150 issued instructions, which makes the kernel
+// issue-bound rather than HBM-bound on Hopper: see csrc/README.md.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kSgldThreads)
+__global__ void __launch_bounds__(kSgldThreads, kSgldMinBlocksPerSm)
     sgld_update_kernel(T* __restrict__ x, const T* __restrict__ grad, const int64_t* __restrict__ rng_state,
                        int64_t numel, SgldParams params) {
   const uint64_t seed = static_cast<uint64_t>(rng_state[0]);

@@ -11,7 +11,9 @@ Ops:
 * ``jemfast::sgld_update_(x, grad, rng_state, ...)`` mutates ``x`` and ``rng_state``.
 * ``jemfast::random_(out, rng_state, normal)`` fills ``out``, mutates ``rng_state``.
 * ``jemfast::energy_forward(logits, temperature, backend) -> E`` (float32, differentiable).
-* ``jemfast::energy_backward(grad_E, logits, E, temperature, backend) -> grad_logits`` (float32).
+* ``jemfast::energy_backward(grad_E, logits, E, temperature, backend) -> grad_logits`` (logits' dtype:
+  the fused backends accumulate in float32 registers and round once on the store, so a
+  bfloat16 head's (R, C) gradient is never materialised in float32).
 """
 
 from __future__ import annotations
@@ -108,12 +110,14 @@ def _(logits, temperature, backend):
 @torch.library.custom_op("jemfast::energy_backward", mutates_args=())
 def energy_backward_op(grad_e: Tensor, logits: Tensor, e: Tensor, temperature: float, backend: str) -> Tensor:
     module = _backend_module("torch" if backend == "cpu" else backend)
-    return module.energy_backward(grad_e, logits, e, temperature).to(torch.float32)
+    # A no-op for "cuda" and "triton", which already write logits' dtype; the float32
+    # torch reference is rounded here, once.
+    return module.energy_backward(grad_e, logits, e, temperature).to(logits.dtype)
 
 
 @energy_backward_op.register_fake
 def _(grad_e, logits, e, temperature, backend):
-    return logits.new_empty(logits.shape, dtype=torch.float32)
+    return logits.new_empty(logits.shape)
 
 
 def _energy_setup_context(ctx, inputs, output) -> None:
@@ -125,8 +129,7 @@ def _energy_setup_context(ctx, inputs, output) -> None:
 
 def _energy_backward(ctx, grad_e):
     logits, e = ctx.saved_tensors
-    grad = energy_backward_op(grad_e.contiguous(), logits, e, ctx.temperature, ctx.backend)
-    return grad.to(logits.dtype), None, None
+    return energy_backward_op(grad_e.contiguous(), logits, e, ctx.temperature, ctx.backend), None, None
 
 
 energy_forward_op.register_autograd(_energy_backward, setup_context=_energy_setup_context)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -264,6 +265,76 @@ def test_cu_file_compiles_for_sm90(source, tmp_path):
     assert "warning" not in result.stderr.lower(), result.stderr
 
 
+# ptxas -v prints, per kernel: "Compiling entry function '<name>' for 'sm_90'", then
+# "<n> bytes stack frame, <n> bytes spill stores, <n> bytes spill loads" and
+# "Used <n> registers, ...".
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(?P<name>[^']+)' for '(?P<arch>sm_\w+)'")
+_PTXAS_FRAME = re.compile(
+    r"(?P<stack>\d+) bytes stack frame, (?P<stores>\d+) bytes spill stores, (?P<loads>\d+) bytes spill loads"
+)
+_PTXAS_REGS = re.compile(r"Used (?P<regs>\d+) registers")
+# sgld_update_kernel<T, VEC> as nvcc mangles it: T is f (float), 13__nv_bfloat16 or 6__half.
+_SGLD_INSTANCE = re.compile(r"sgld_update_kernelI(?P<type>f|13__nv_bfloat16|6__half)Li(?P<vec>\d+)E")
+_SGLD_TYPE_NAMES = {"f": "float32", "13__nv_bfloat16": "bfloat16", "6__half": "float16"}
+# Every sgld_update_kernel the launcher instantiates: the 16-byte pack and the scalar fallback.
+_SGLD_INSTANCES = {("float32", 4), ("float32", 1), ("bfloat16", 8), ("bfloat16", 1), ("float16", 8), ("float16", 1)}
+# 256-thread blocks: <= 64 registers per thread keeps >= 4 blocks (32 warps) resident per SM.
+_SGLD_MAX_REGISTERS_SM90 = 64
+
+
+def _ptxas_resources(stderr: str) -> dict[str, dict[str, int]]:
+    """Per kernel (mangled name): stack, spill stores/loads (bytes) and registers, from ``ptxas -v``."""
+    kernels: dict[str, dict[str, int]] = {}
+    current = None
+    for line in stderr.splitlines():
+        if match := _PTXAS_ENTRY.search(line):
+            current = kernels.setdefault(match["name"], {})
+        elif current is not None and (match := _PTXAS_FRAME.search(line)):
+            current.update(stack=int(match["stack"]), stores=int(match["stores"]), loads=int(match["loads"]))
+        elif current is not None and (match := _PTXAS_REGS.search(line)):
+            current["registers"] = int(match["regs"])
+    return kernels
+
+
+def _nvcc_supports(arch: str) -> bool:
+    result = subprocess.run([NVCC, "--list-gpu-arch"], capture_output=True, text=True, timeout=60)
+    return result.returncode == 0 and f"compute_{arch.removeprefix('sm_')}" in result.stdout.split()
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", ["sm_90", "sm_100"])
+@pytest.mark.parametrize("source", CU_FILES, ids=[p.name for p in CU_FILES])
+def test_kernels_do_not_spill(source, arch, tmp_path):
+    """No kernel instantiation spills registers to local memory (ptxas -v, setup.py's flags).
+
+    sgld_update_kernel<bf16, 8> used to spill one hoisted Philox round key on sm_90
+    (4 B stored, 32 B loaded per pack); csrc/README.md has the story.
+    """
+    if not _nvcc_supports(arch):
+        pytest.skip(f"this nvcc cannot compile for {arch}")
+    cmd = [NVCC, f"-arch={arch}", "-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-Xptxas", "-v"]
+    cmd += ["-I", str(CSRC), "-c", str(source), "-o", str(tmp_path / (source.stem + ".o"))]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr}"
+    kernels = _ptxas_resources(result.stderr)
+    assert kernels, f"no ptxas -v report in:\n{result.stderr}"
+    for name, res in kernels.items():
+        assert {"stores", "loads", "registers"} <= res.keys(), f"incomplete ptxas report for {name}: {res}"
+    spilling = {name: res for name, res in kernels.items() if res["stores"] or res["loads"]}
+    assert not spilling, f"{arch}: kernels spill registers: {spilling}"
+
+    if source.name != "sgld_update.cu":
+        return
+    sgld = {}
+    for name, res in kernels.items():
+        if match := _SGLD_INSTANCE.search(name):
+            sgld[(_SGLD_TYPE_NAMES[match["type"]], int(match["vec"]))] = res
+    assert set(sgld) == _SGLD_INSTANCES, f"sgld_update_kernel instantiations: {sorted(sgld)}"
+    if arch == "sm_90":
+        heavy = {k: r["registers"] for k, r in sgld.items() if r["registers"] > _SGLD_MAX_REGISTERS_SM90}
+        assert not heavy, f"sm_90 occupancy below 4 blocks of 256 threads: {heavy} registers"
+
+
 def test_csrc_has_kernels_and_binding():
     names = {p.name for p in CSRC.iterdir()}
     assert {"philox.cuh", "sgld_update.cu", "energy.cu", "binding.cpp"} <= names
@@ -466,6 +537,36 @@ def test_sgld_cuda_matches_triton_noise(cuda_backend):
         ops.sgld_update_(x, torch.zeros_like(x), step_size=0.0, noise_std=1.0, rng_state=state, backend=backend)
         outs.append(x)
     assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6, name="cuda vs triton noise")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_energy_backward_op_writes_logits_dtype(backend, dtype):
+    """jemfast::energy_backward returns the logits' dtype: the fused kernels round once on
+    the store, with no float32 (R, C) gradient cast back afterwards (runs on CPU; Triton
+    in its interpreter). The CUDA backend's kernel has always stored T;
+    test_energy_cuda_forward_backward checks its dtype and values on a GPU."""
+    import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
+    from jemfast.backends import torch_ref, unavailable_reason
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if (reason := unavailable_reason(backend, device)) is not None:
+        pytest.skip(reason)
+    gen = torch.Generator().manual_seed(5)
+    logits = (3 * torch.randn(9, 37, generator=gen)).to(dtype).to(device)
+    grad_e = torch.randn(9, generator=gen).to(device)
+    e = torch.ops.jemfast.energy_forward(logits, 1.5, backend)
+    grad = torch.ops.jemfast.energy_backward(grad_e, logits, e, 1.5, backend)
+    assert grad.dtype == dtype and grad.shape == logits.shape
+    # One rounding of the float32 gradient (Triton's exp may differ from torch's by an ulp
+    # before it, hence the dtype's tolerance rather than equality).
+    assert_close(grad, torch_ref.energy_backward(grad_e, logits, e, 1.5).to(dtype), name="grad_logits")
+    if backend == "torch":
+        torch.library.opcheck(
+            torch.ops.jemfast.energy_backward.default,
+            (grad_e, logits, e, 1.5, backend),
+            test_utils=("test_schema", "test_faketensor"),
+        )
 
 
 ENERGY_SHAPES = [(1, 1), (5, 3), (64 * 50, 10), (4096, 1000), (7, 2049), (3, 5000)]

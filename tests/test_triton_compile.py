@@ -83,7 +83,7 @@ for dtype in ("fp32", "bf16"):
         sig = {"logits_ptr": f"*{dtype}", "energy_ptr": "*fp32", "n_rows": "i32", "n_cols": "i32",
                "inv_temperature": "fp32", "temperature": "fp32", "BLOCK_R": "constexpr", "BLOCK_C": "constexpr"}
         results[f"energy_fwd_{dtype}_{n_rows}x{n_cols}"] = compile_kernel(tk._energy_forward_kernel, sig, blocks, ["logits_ptr"])
-        sig = {"grad_energy_ptr": "*fp32", "logits_ptr": f"*{dtype}", "energy_ptr": "*fp32", "grad_logits_ptr": "*fp32",
+        sig = {"grad_energy_ptr": "*fp32", "logits_ptr": f"*{dtype}", "energy_ptr": "*fp32", "grad_logits_ptr": f"*{dtype}",
                "n_rows": "i32", "n_cols": "i32", "inv_temperature": "fp32", "BLOCK_R": "constexpr", "BLOCK_C": "constexpr"}
         results[f"energy_bwd_{dtype}_{n_rows}x{n_cols}"] = compile_kernel(tk._energy_backward_kernel, sig, blocks, ["logits_ptr"])
 print(json.dumps(results))

@@ -173,7 +173,8 @@ def _energy_backward_kernel(
 ):
     """grad_logits[r, c] = -grad_E[r] * exp(logits[r, c] / T - lse[r]), lse = -E / T.
 
-    One pass: reads the logits once, writes the gradient once (plus 2R floats).
+    One pass: reads the logits once, writes the gradient once in grad_logits_ptr's
+    dtype (the logits' dtype; float32 arithmetic, one rounding), plus 2R floats.
     """
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
@@ -264,9 +265,13 @@ def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def energy_backward(grad_e: torch.Tensor, logits: torch.Tensor, e: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Gradient (R, C) float32 of the energy w.r.t. contiguous logits; ``e`` is the float32 forward output."""
+    """Gradient (R, C) of the energy w.r.t. contiguous logits, in logits' dtype; ``e`` is the float32 forward output.
+
+    The kernel computes in float32 and rounds once on the store, so a bfloat16 head's
+    gradient is written once at 2 bytes per element (no float32 (R, C) intermediate).
+    """
     n_rows, n_cols = logits.shape
-    out = torch.empty(n_rows, n_cols, dtype=torch.float32, device=logits.device)
+    out = torch.empty(n_rows, n_cols, dtype=logits.dtype, device=logits.device)
     if out.numel() == 0:
         return out
     block_r, block_c = _energy_blocks(n_rows, n_cols)
