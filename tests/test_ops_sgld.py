@@ -165,7 +165,9 @@ def test_x_requiring_grad_is_refused():
 @pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only error message")
 def test_unavailable_backend_says_why(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="CUDA"):
-        sgld_update_(torch.zeros(2), torch.zeros(2), step_size=1.0, noise_std=0.0, rng_state=make_rng_state(0), backend="cuda")
+        sgld_update_(
+            torch.zeros(2), torch.zeros(2), step_size=1.0, noise_std=0.0, rng_state=make_rng_state(0), backend="cuda"
+        )
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
         resolve_backend("triton", torch.device("cpu"))

@@ -1,4 +1,8 @@
-"""Fused CPU kernels (numba): the SGLD update and counter-based random fills.
+"""The ``"cpu"`` backend: fused numba loops for the SGLD update and counter-based random fills.
+
+It provides ``sgld_update_`` and ``random_`` (signatures: :class:`jemfast.backends.Launchers`);
+it has no energy kernels, because torch's logsumexp is already one fused reduction on
+CPU, so the registry (:mod:`jemfast.backends`) falls back to the reference for them.
 
 The pure-PyTorch reference builds the Philox noise from ~150 elementwise tensor
 passes: 44 ms for a 64x1x32x192 batch on a 2-core machine, a sizeable part of a
@@ -11,8 +15,9 @@ Integers are bit-exact with the reference; the float32 ``log``/``cos``/``sqrt`` 
 Box-Muller come from the C library rather than PyTorch's vectorised versions, so
 normals agree to about one float32 ulp (tests hold them to 1e-6).
 
-numba is a dependency of librosa and so always present with jemfast; compiled
-code is cached on disk where the package directory is writable.
+numba comes with the ``[cpu]`` extra (and with librosa, ``[speech]``); without it the
+registry never picks this backend. Compiled code is cached on disk where the package
+directory is writable.
 
 The loops are deliberately single-threaded: a second threading runtime (numba's
 OpenMP/TBB pool) next to torch's own OpenMP threads made whole training steps up
@@ -26,14 +31,20 @@ import numba
 import numpy as np
 import torch
 
+from jemfast.backends import torch_ref
+
+PROVIDES = frozenset({"sgld_update_", "random_"})
+
+# The noise spec's constants, defined in torch_ref, as the numpy scalar types numba computes in.
 _M32 = np.uint64(0xFFFFFFFF)
-_A = np.uint64(0xD2511F53)
-_B = np.uint64(0xCD9E8D57)
-_KEY_A = np.uint32(0x9E3779B9)
-_KEY_B = np.uint32(0xBB67AE85)
-_SCALE = np.float32(4.6566127342e-10)
-_U_MIN = np.float32(1.0e-7)
-_TWO_PI = np.float32(6.283185307179586)
+_A = np.uint64(torch_ref.PHILOX_ROUND_A)
+_B = np.uint64(torch_ref.PHILOX_ROUND_B)
+_KEY_A = np.uint32(torch_ref.PHILOX_KEY_A)
+_KEY_B = np.uint32(torch_ref.PHILOX_KEY_B)
+_ROUNDS = torch_ref.PHILOX_ROUNDS
+_SCALE = np.float32(torch_ref.UNIFORM_SCALE)
+_U_MIN = np.float32(torch_ref.BOX_MULLER_U_MIN)
+_TWO_PI = np.float32(torch_ref.TWO_PI)
 _MINUS_TWO = np.float32(-2.0)
 _HALF_RANGE = np.uint32(0x80000000)
 _ALL_ONES = np.uint32(0xFFFFFFFF)
@@ -46,7 +57,7 @@ def _philox_words01(counter: np.uint64, k0: np.uint32, k1: np.uint32):
     c1 = np.uint32(counter >> np.uint64(32))
     c2 = np.uint32(0)
     c3 = np.uint32(0)
-    for _ in range(10):
+    for _ in range(_ROUNDS):
         pa = np.uint64(c0) * _A
         pb = np.uint64(c2) * _B
         hi_a = np.uint32(pa >> np.uint64(32))
@@ -125,7 +136,7 @@ def sgld_update_(
     grad_clamp: float | None,
     clamp: tuple[float, float] | None,
 ) -> None:
-    """Fused SGLD update of contiguous CPU ``x``; advances ``rng_state[1]`` by ``x.numel()``."""
+    """The SGLD update (:meth:`jemfast.backends.Launchers.sgld_update_`) in one numba loop."""
     n = x.numel()
     if n == 0:
         return
@@ -142,8 +153,8 @@ def sgld_update_(
     rng_state[1] += n
 
 
-def random_forward(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> None:
-    """Fill contiguous float32 CPU ``out``; advances ``rng_state[1]`` by ``out.numel()``."""
+def random_(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> None:
+    """Fill float32 ``out`` (:meth:`jemfast.backends.Launchers.random_`) in one numba loop."""
     n = out.numel()
     if n == 0:
         return

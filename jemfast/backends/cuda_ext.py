@@ -1,4 +1,11 @@
-"""Loader for the compiled CUDA kernels (``jemfast._C``, built from ``csrc/``).
+"""The ``"cuda"`` backend: loader for the compiled CUDA kernels (``jemfast._C``, built from ``csrc/``).
+
+It provides ``sgld_update_``, ``energy_forward`` and ``energy_backward`` under the
+launcher names and signatures of :class:`jemfast.backends.Launchers` (the registry, with
+the op x backend table and each op's tests). It has no random fill kernel: the registry
+runs ``random_`` for it on Triton, or on the reference when Triton is unavailable.
+The kernels' own Philox copy lives in ``csrc/philox.cuh`` (tests/test_backends.py holds
+its constants to :mod:`jemfast.backends.torch_ref`'s; tests/test_csrc.py its numbers).
 
 The extension is imported lazily, on the first call that needs it, so that
 importing jemfast never requires a CUDA build, never initialises CUDA and
@@ -19,6 +26,8 @@ import threading
 from types import ModuleType
 
 import torch
+
+PROVIDES = frozenset({"sgld_update_", "energy_forward", "energy_backward"})
 
 logger = logging.getLogger(__name__)
 
@@ -83,53 +92,28 @@ def sgld_update_(
     grad_clamp: float | None,
     clamp: tuple[float, float] | None,
 ) -> None:
-    """In-place SGLD step ``x <- clip(x + step_size * clip(grad) + noise_std * z, clamp)``.
+    """The SGLD update (:meth:`jemfast.backends.Launchers.sgld_update_`) on contiguous CUDA tensors.
 
-    Args:
-        x: contiguous CUDA tensor (any shape, float32/bfloat16/float16), updated in place.
-        grad: gradient of log p(x) w.r.t. ``x``, same dtype and number of elements.
-        rng_state: int64 CUDA tensor ``[seed, offset]`` of shape (2,) on x's device.
-            Element ``i`` (flat order) uses Philox counter ``offset + i``; the
-            offset is advanced by ``x.numel()`` on the device, with no host sync.
-        step_size: multiplier of the gradient (the SGLD step, in x's units per gradient unit).
-        noise_std: standard deviation of the Gaussian noise (x's units).
-        grad_clamp: if given, ``grad`` is clipped to ``[-grad_clamp, grad_clamp]`` first.
-        clamp: if given, ``(lo, hi)`` bounds applied to the result.
-
-    Runs on the current CUDA stream, so it can be captured in a CUDA graph.
+    The counter offset is advanced on the device, with no host sync; the kernel runs on
+    the current CUDA stream, so it can be captured in a CUDA graph.
     """
     clamp_pair = None if clamp is None else (float(clamp[0]), float(clamp[1]))
     grad_clip = None if grad_clamp is None else float(grad_clamp)
     _extension().sgld_update_(x, grad, rng_state, float(step_size), float(noise_std), grad_clip, clamp_pair)
 
 
-def energy_forward(logits2d: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Energy ``E[r] = -T * logsumexp(logits2d[r, :] / T)``.
+def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The energy (:meth:`jemfast.backends.Launchers.energy_forward`) of contiguous CUDA (R, C) logits.
 
-    Args:
-        logits2d: contiguous CUDA tensor (R, C), float32/bfloat16/float16.
-        temperature: T > 0.
-
-    Returns:
-        E, float32, shape (R,): kept in float32 whatever the logits' dtype, because
-        the backward recomputes the softmax from it (a bfloat16 E would shift
-        every probability by up to |E| / T * 2**-8).
+    E is kept in float32 whatever the logits' dtype, because the backward recomputes the
+    softmax from it (a bfloat16 E would shift every probability by up to |E| / T * 2**-8).
     """
-    return _extension().energy_forward(logits2d, float(temperature))
+    return _extension().energy_forward(logits, float(temperature))
 
 
-def energy_backward(
-    grad_energy: torch.Tensor, logits2d: torch.Tensor, energy: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Gradient of the energy: ``grad_logits[r, c] = -grad_energy[r] * softmax(logits2d[r] / T)[c]``.
+def energy_backward(grad_e: torch.Tensor, logits: torch.Tensor, e: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The energy's gradient (:meth:`jemfast.backends.Launchers.energy_backward`), in the logits' dtype.
 
-    Args:
-        grad_energy: incoming gradient, shape (R,) (read as float32; may be expanded).
-        logits2d: the forward input, contiguous CUDA tensor (R, C).
-        energy: the float32 forward output E, shape (R,); the softmax is recomputed from it.
-        temperature: T > 0, as in the forward.
-
-    Returns:
-        grad_logits, shape (R, C), in logits2d's dtype.
+    ``grad_e`` is read as float32 and may be expanded; the softmax is recomputed from ``e``.
     """
-    return _extension().energy_backward(grad_energy, logits2d, energy, float(temperature))
+    return _extension().energy_backward(grad_e, logits, e, float(temperature))

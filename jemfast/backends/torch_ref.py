@@ -1,9 +1,12 @@
-"""Pure-PyTorch reference implementations: they *define* every op.
+"""The ``"torch"`` backend: pure-PyTorch reference implementations that *define* every op.
 
-Every fast backend (Triton, CUDA) is tested against these functions. They use
-only tensor operations on the input's device, never ``.item()`` or host
-randomness, so they also run inside CUDA graph capture (slowly, as many small
-kernels) and serve as the CPU backend.
+Every fast backend (:mod:`~jemfast.backends.cpu_kernels`,
+:mod:`~jemfast.backends.triton_kernels`, :mod:`~jemfast.backends.cuda_ext`) is tested
+against these functions; the launchers' shared signature is documented once, in
+:class:`jemfast.backends.Launchers`, and the op x backend table with each op's tests is
+in :mod:`jemfast.backends`. They use only tensor operations on the input's device,
+never ``.item()`` or host randomness, so they also run inside CUDA graph capture
+(slowly, as many small kernels) and serve every device.
 
 Random numbers
 --------------
@@ -28,6 +31,12 @@ an approximate sqrt on the GPU), and the tests hold normals to 1e-6. Past ``2**3
 different generator (Philox on 64-bit words) and is deliberately not used: it
 is not Philox4x32-10 and needs 64x64-bit multiplies, which the GPU does slowly.
 
+The constants below are the one Python definition of the noise spec:
+:mod:`~jemfast.backends.cpu_kernels` imports them (as numpy scalars for numba);
+the Triton backend uses ``tl.philox``'s built-in copies, which
+tests/test_ops_philox.py holds to these functions bit for bit; ``csrc/philox.cuh``
+has C++ copies, which tests/test_backends.py parses and compares with these.
+
 All integer arithmetic is done on int64 tensors holding uint32 values; a
 32x32-bit product is one wrapping int64 multiply whose bits are the unsigned
 64-bit product.
@@ -37,7 +46,10 @@ from __future__ import annotations
 
 import torch
 
+PROVIDES = frozenset({"sgld_update_", "random_", "energy_forward", "energy_backward"})
+
 _MASK32 = 0xFFFFFFFF
+# Philox4x32-10 round multipliers, Weyl key increments (golden ratio, sqrt(3) - 1) and round count.
 PHILOX_ROUND_A = 0xD2511F53
 PHILOX_ROUND_B = 0xCD9E8D57
 PHILOX_KEY_A = 0x9E3779B9
@@ -132,11 +144,7 @@ def sgld_update_(
     grad_clamp: float | None,
     clamp: tuple[float, float] | None,
 ) -> None:
-    """Reference SGLD update, in place on contiguous ``x``; advances ``rng_state[1]`` by ``x.numel()``.
-
-    ``x <- clip(x + step_size * clip(grad, +-grad_clamp) + noise_std * z, clamp)``
-    evaluated in float32 and rounded once to ``x.dtype``.
-    """
+    """The SGLD update (:meth:`jemfast.backends.Launchers.sgld_update_`), as float32 tensor ops."""
     n = x.numel()
     if n == 0:
         return
@@ -152,6 +160,16 @@ def sgld_update_(
     rng_state[1:2].add_(n)
 
 
+def random_(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> None:
+    """Fill ``out`` (:meth:`jemfast.backends.Launchers.random_`) from :func:`random_normal` / :func:`random_uniform`."""
+    n = out.numel()
+    if n == 0:
+        return
+    values = random_normal(rng_state, n) if normal else random_uniform(rng_state, n)
+    out.copy_(values.view(out.shape))
+    rng_state[1:2].add_(n)
+
+
 def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """E = -T * logsumexp(logits / T) over the last dim, in float32. ``logits`` (R, C) -> (R,)."""
     return torch.logsumexp(logits.to(torch.float32) / temperature, dim=-1).mul_(-temperature)
@@ -160,9 +178,10 @@ def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def energy_backward(grad_e: torch.Tensor, logits: torch.Tensor, e: torch.Tensor, temperature: float) -> torch.Tensor:
     """dE/dlogits = -softmax(logits / T), times the incoming gradient; ``e`` is the float32 forward output.
 
-    Returns float32 (R, C). Rows whose log-sum-exp is infinite follow torch.logsumexp's
-    backward (the difference ``logits/T - lse`` is NaN there).
+    Computed in float32 and rounded once to the logits' dtype, (R, C). Rows whose
+    log-sum-exp is infinite follow torch.logsumexp's backward (the difference
+    ``logits/T - lse`` is NaN there).
     """
     lse = (e.to(torch.float32) / -temperature).unsqueeze(-1)
     soft = torch.exp(logits.to(torch.float32) / temperature - lse)
-    return soft.mul_(grad_e.to(torch.float32).unsqueeze(-1)).neg_()
+    return soft.mul_(grad_e.to(torch.float32).unsqueeze(-1)).neg_().to(logits.dtype)

@@ -1,11 +1,13 @@
-"""Triton kernels: the fused SGLD update, counter-based random numbers and the energy.
+"""The ``"triton"`` backend: the fused SGLD update, counter-based random fills and the energy.
 
-Each launcher (``name_forward`` / ``name_backward``) takes validated,
-contiguous tensors and computes exactly the function its namesake in
-:mod:`jemfast.backends.torch_ref` defines. The random numbers come from
-Triton's own ``tl.philox`` / ``tl.uint_to_uniform_float`` /
-``tl.pair_uniform_to_normal`` with 32-bit counter words ``(lo32(n), hi32(n), 0, 0)``,
-so for counters below 2**32 they are exactly ``tl.randn(seed, n)``.
+It provides every op, under the launcher names and signatures of
+:class:`jemfast.backends.Launchers` (the registry, with the op x backend table and
+each op's tests); each computes exactly the function its namesake in
+:mod:`jemfast.backends.torch_ref` defines. The random numbers come from Triton's own
+``tl.philox`` / ``tl.uint_to_uniform_float`` / ``tl.pair_uniform_to_normal``, whose
+built-in constants are the Philox4x32-10 ones torch_ref defines (tests/test_ops_philox.py
+checks the words bit for bit against ``tl.randint4x``), with 32-bit counter words
+``(lo32(n), hi32(n), 0, 0)``, so for counters below 2**32 they are exactly ``tl.randn(seed, n)``.
 
 Seeds and offsets are *loaded from the device* (``rng_ptr``), never passed as
 Python ints: a graph-captured launch would otherwise freeze them. The launcher
@@ -34,6 +36,8 @@ import contextlib
 import torch
 import triton
 import triton.language as tl
+
+PROVIDES = frozenset({"sgld_update_", "random_", "energy_forward", "energy_backward"})
 
 SGLD_BLOCK = 1024
 SGLD_NUM_WARPS = 4
@@ -150,7 +154,9 @@ def _energy_forward_kernel(
         new_max = tl.maximum(running_max, tl.max(finite_v, axis=1))
         # Rows still all -inf keep a zero sum instead of exp(-inf - -inf) = NaN.
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-        running_sum = running_sum * tl.exp(running_max - safe_max) + tl.sum(tl.exp(finite_v - safe_max[:, None]), axis=1)
+        running_sum = running_sum * tl.exp(running_max - safe_max) + tl.sum(
+            tl.exp(finite_v - safe_max[:, None]), axis=1
+        )
         running_max = new_max
     lse = running_max + tl.log(running_sum)
     lse = tl.where(running_max == float("-inf"), float("-inf"), lse)
@@ -197,7 +203,7 @@ def _on_device_of(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
-def sgld_update_forward(
+def sgld_update_(
     x: torch.Tensor,
     grad: torch.Tensor,
     rng_state: torch.Tensor,
@@ -206,7 +212,7 @@ def sgld_update_forward(
     grad_clamp: float | None,
     clamp: tuple[float, float] | None,
 ) -> None:
-    """Launch the fused SGLD update on contiguous ``x``/``grad``; advances ``rng_state[1]`` by ``x.numel()``."""
+    """Launch the fused SGLD update (:meth:`jemfast.backends.Launchers.sgld_update_`)."""
     n = x.numel()
     if n == 0:
         return
@@ -231,8 +237,8 @@ def sgld_update_forward(
     rng_state[1:2].add_(n)
 
 
-def random_forward(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> None:
-    """Fill contiguous float32 ``out`` with normals (or uniforms); advances ``rng_state[1]`` by ``out.numel()``."""
+def random_(out: torch.Tensor, rng_state: torch.Tensor, normal: bool) -> None:
+    """Launch the random fill (:meth:`jemfast.backends.Launchers.random_`)."""
     n = out.numel()
     if n == 0:
         return
@@ -251,7 +257,7 @@ def _energy_blocks(n_rows: int, n_cols: int) -> tuple[int, int]:
 
 
 def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Energies (R,) float32 of contiguous logits (R, C)."""
+    """Launch the energy (:meth:`jemfast.backends.Launchers.energy_forward`): (R, C) logits -> (R,) float32."""
     n_rows, n_cols = logits.shape
     out = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     if n_rows == 0:
@@ -265,7 +271,7 @@ def energy_forward(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def energy_backward(grad_e: torch.Tensor, logits: torch.Tensor, e: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Gradient (R, C) of the energy w.r.t. contiguous logits, in logits' dtype; ``e`` is the float32 forward output.
+    """Launch the energy's gradient (:meth:`jemfast.backends.Launchers.energy_backward`), in logits' dtype.
 
     The kernel computes in float32 and rounds once on the store, so a bfloat16 head's
     gradient is written once at 2 bytes per element (no float32 (R, C) intermediate).

@@ -1,4 +1,9 @@
-"""The log-sum-exp energy of a classifier's logits."""
+"""The log-sum-exp energy of a classifier's logits.
+
+Validates the arguments and resolves the backend; ``jemfast::energy_forward`` and its
+autograd, ``jemfast::energy_backward`` (:mod:`jemfast._ops`), run it. Backends and their
+table: :mod:`jemfast.backends`; tests: tests/test_ops_energy.py (and tests/test_csrc.py).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ def energy(logits: torch.Tensor, temperature: float = 1.0, *, backend: str | Non
     Args:
         logits: (..., C) float tensor, C >= 1.
         temperature: T > 0.
-        backend: "torch", "triton" or "cuda"; None picks the fastest available.
+        backend: "torch", "cpu" (runs the reference), "triton" or "cuda"; None picks the
+            fastest available (``$JEMFAST_BACKEND`` overrides).
             float64 logits always use the torch reference (in float64).
 
     Returns:
@@ -41,7 +47,8 @@ def energy(logits: torch.Tensor, temperature: float = 1.0, *, backend: str | Non
     temperature = float(temperature)
     if logits.dtype == torch.float64:
         return torch.logsumexp(logits / temperature, dim=-1) * -temperature
-    name = resolve_backend(backend, logits.device)
+    # "cpu" has no energy kernels (torch's logsumexp is fused already): the registry runs the reference.
+    name = resolve_backend(backend, logits.device, op="energy_forward")
     rows = logits.reshape(-1, logits.shape[-1]).contiguous()
     e = torch.ops.jemfast.energy_forward(rows, temperature, name)
     return e.to(logits.dtype).reshape(logits.shape[:-1])

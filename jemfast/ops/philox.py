@@ -2,7 +2,8 @@
 
 A generator state is an int64 tensor ``[seed, offset]`` on the device where
 numbers are drawn. Each draw of ``n`` numbers uses counters ``offset .. offset+n-1``
-(see :mod:`jemfast.backends.torch_ref` for the exact Philox4x32-10 definition)
+(see :mod:`jemfast.backends.torch_ref` for the exact Philox4x32-10 definition, and
+:mod:`jemfast.backends` for the backends of ``jemfast::random_``; tests/test_ops_philox.py)
 and then advances ``offset`` by ``n`` *on the device*. So draws never sync with
 the host, and a captured CUDA graph that draws numbers draws fresh ones on every
 replay (a seed passed as a Python int would be frozen into the graph).
@@ -13,14 +14,12 @@ from __future__ import annotations
 import torch
 
 import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
-from jemfast.backends import resolve_backend, triton_unavailable_reason
+from jemfast.backends import resolve_backend
 
 _SEED_BITS = 63
 
 
-def make_rng_state(
-    seed: int | torch.Generator | None = None, device: torch.device | str | None = None
-) -> torch.Tensor:
+def make_rng_state(seed: int | torch.Generator | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """A new generator state ``tensor([seed, 0], dtype=int64)`` on ``device``.
 
     Args:
@@ -76,12 +75,9 @@ def _draw(rng_state: torch.Tensor, shape, normal: bool, backend: str | None) -> 
     if any(s < 0 for s in shape):
         raise ValueError(f"shape must be non-negative, got {tuple(shape)}")
     out = torch.empty(shape, dtype=torch.float32, device=rng_state.device)
-    name = resolve_backend(backend, rng_state.device)
-    if name == "cuda":
-        # The extension has no fill kernel; Triton's is one launch instead of the
-        # reference's ~150 small ones (same numbers either way).
-        name = "triton" if triton_unavailable_reason(rng_state.device) is None else "torch"
-    torch.ops.jemfast.random_(out, rng_state, normal, name if name in ("triton", "cpu") else "torch")
+    # "cuda" has no fill kernel: the registry runs Triton's (or the reference) for it.
+    name = resolve_backend(backend, rng_state.device, op="random_")
+    torch.ops.jemfast.random_(out, rng_state, normal, name)
     return out
 
 

@@ -1,4 +1,9 @@
-"""The fused SGLD update, jemfast's hottest op."""
+"""The fused SGLD update, jemfast's hottest op.
+
+Validates the arguments and resolves the backend; ``jemfast::sgld_update_``
+(:mod:`jemfast._ops`) runs it. Backends and their table: :mod:`jemfast.backends`;
+tests: tests/test_ops_sgld.py (and tests/test_csrc.py for the CUDA kernel).
+"""
 
 from __future__ import annotations
 
@@ -90,7 +95,7 @@ def sgld_update_(
             raise ValueError(f"clamp must have lo <= hi, got {clamp!r}")
     if x.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("sgld_update_ modifies x in place; x must not require grad (use x.detach())")
-    name = resolve_backend(backend, x.device)
+    name = resolve_backend(backend, x.device, op="sgld_update_")
 
     target = x if x.is_contiguous() else x.contiguous()
     torch.ops.jemfast.sgld_update_(
