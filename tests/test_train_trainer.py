@@ -287,3 +287,25 @@ def test_each_step_is_an_nvtx_range_when_profiling(monkeypatch):
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0)
     trainer.step(*blobs(8, seed=11))
     assert names.count("train/step") == 1
+
+
+def test_given_a_sample_shape_the_default_sampler_is_built_with_the_trainer():
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), buffer_size=64,
+                         sampler_options={"n_steps": 2}, sample_shape=(DIM,), seed=3)
+    assert trainer.sampler is not None and trainer.sampler.buffer.sample_shape == (DIM,)
+    # The same streams as a sampler built lazily at the first batch: building consumes no global RNG.
+    lazy_model = mlp()
+    lazy = JEMTrainer(lazy_model, torch.optim.SGD(lazy_model.parameters(), lr=0.05), buffer_size=64,
+                      sampler_options={"n_steps": 2}, seed=3)
+    x, y = blobs(32, seed=12)
+    torch.manual_seed(0)
+    trainer.step(x, y)
+    torch.manual_seed(0)
+    lazy.step(x, y)
+    for a, b in zip(model.parameters(), lazy_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="set up for"):
+        trainer.step(torch.zeros(4, DIM + 1), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="sample_shape"):
+        JEMTrainer(mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), sample_shape=(0,))

@@ -82,8 +82,9 @@ class JEMTrainer:
         model: any classifier module, optionally wrapped in DistributedDataParallel.
         optimizer: a torch optimizer over the model's parameters (see :func:`paper_optimizer`).
         sampler: an ``SGLDSampler`` over the *underlying* module; None builds the JEM preset
-            lazily at the first step (uniform replay buffer of ``buffer_size`` shaped like the
-            first batch's samples, on the data's device). Unused when ``p_x_weight == 0``.
+            (uniform replay buffer of ``buffer_size`` rows of ``sample_shape`` on ``device``):
+            here when ``sample_shape`` is given, else at the first step, shaped like its batch.
+            Unused when ``p_x_weight == 0``.
         p_x_weight: weight of the generative term ``E(x) - E(x_neg)``; 0 trains a softmax baseline.
         p_y_weight: weight of the cross-entropy term.
         energy_l2: weight of ``E(x)^2 + E(x_neg)^2`` (JEM++-style energy regulariser).
@@ -116,6 +117,9 @@ class JEMTrainer:
         data_noise: standard deviation of Gaussian noise added to every training input,
             in the input's units (the JEM reference adds 0.03 to images in [-1, 1]; see
             the recipes for the value on normalised log-Mel features). 0 adds none.
+        sample_shape: the shape of one input, e.g. ``(1, 32, 192)`` (channel, log-Mel bands,
+            frames). Given, the default sampler is built with the trainer and every batch must
+            have it; None takes it from the first batch.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class JEMTrainer:
         progress: bool | None = None,
         joint_forward: bool | None = None,
         data_noise: float = 0.0,
+        sample_shape: tuple[int, ...] | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -235,6 +240,11 @@ class JEMTrainer:
         self.lr_scale = 1.0
         self.best_val_nll = math.inf
         self._sample_shape: tuple[int, ...] | None = None
+        if sample_shape is not None:
+            if not (isinstance(sample_shape, (tuple, list)) and sample_shape
+                    and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)):
+                raise ValueError(f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}")
+            self._sample_shape = tuple(sample_shape)
         self._pending_sampler_state: dict | None = None
         self._reseed_after_load: int | None = None
         self._snapshot: dict | None = None
@@ -245,6 +255,8 @@ class JEMTrainer:
         self._clock = StepClock(self.device)
         use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"
         self._scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        if self.uses_sampling and self.sampler is None and self._sample_shape is not None:
+            self._build_default_sampler(self._sample_shape, self.device)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -347,32 +359,30 @@ class JEMTrainer:
                 raise ValueError(f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]")
 
     # ------------------------------------------------------------------ sampler
-    def _build_default_sampler(self, x: torch.Tensor) -> None:
+    def _build_default_sampler(self, shape: tuple[int, ...], device: torch.device) -> None:
         from jemfast.sampling.buffer import ReplayBuffer
         from jemfast.sampling.sampler import SGLDSampler
 
         # Building must not consume the global generators, so a resumed run and a straight
         # run see the same random streams whether or not the sampler existed before.
-        devices = [x.device] if x.device.type == "cuda" else []
+        devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             # Unconditional JEM sampling: one buffer partition, not one per class.
-            buffer = ReplayBuffer(tuple(x.shape[1:]), size=self.buffer_size, n_classes=None, init="uniform",
-                                  device=x.device, seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM))
+            buffer = ReplayBuffer(shape, size=self.buffer_size, n_classes=None, init="uniform",
+                                  device=device, seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM))
             options = {"temperature": self.temperature, "amp_dtype": self.amp_dtype,
                        "seed": derive_seed(self.seed, self.rank, _NOISE_STREAM), **self.sampler_options}
             self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer, **options)
         logger.info("built default %r sampler with a buffer of %d x %s on %s",
-                    self.sampler_preset, self.buffer_size, tuple(x.shape[1:]), x.device)
+                    self.sampler_preset, self.buffer_size, shape, device)
 
     def _prepare_sampler(self, x: torch.Tensor) -> None:
         if self.sampler is None:
-            self._build_default_sampler(x)
+            self._build_default_sampler(tuple(x.shape[1:]), x.device)
         if self._pending_sampler_state is not None:
-            self.sampler.load_state_dict(self._pending_sampler_state)
-            self._pending_sampler_state = None
-        if self._reseed_after_load is not None:
-            self.sampler.reseed(self._reseed_after_load)
-            self._reseed_after_load = None
+            state, reseed = self._pending_sampler_state, self._reseed_after_load
+            self._pending_sampler_state = self._reseed_after_load = None
+            self._load_sampler_state(state, reseed)
 
     # ------------------------------------------------------------------ one iteration
     def _autocast(self):
@@ -508,35 +518,42 @@ class JEMTrainer:
             return torch.zeros((), dtype=torch.bool, device=self.device)
         return ~torch.stack([torch.isfinite(p).all() for p in params]).all().to(self.device)
 
-    def _training_state(self) -> dict[str, Any]:
-        state = {
+    # One state path: the optimisation state below is what a rollback restores and the core of
+    # every checkpoint (state_dict adds counters, the fit position and per-rank sampler/RNG states).
+    def _optimisation_state(self) -> dict[str, Any]:
+        return {
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self._scaler.state_dict() if self._scaler is not None else None,
-            "sampler": self.sampler.state_dict() if self._active_sampler() else None,
             "step": self.step_count,
             "lr_scale": self.lr_scale,
         }
-        return state
 
-    def _load_training_state(self, state: dict[str, Any]) -> None:
+    def _load_optimisation_state(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
+        if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        if self._scaler is not None and state.get("scaler") is not None:
+        if self._scaler is not None and state["scaler"] is not None:
             self._scaler.load_state_dict(state["scaler"])
-        if state.get("sampler") is not None:
-            if self.sampler is not None:
-                self.sampler.load_state_dict(state["sampler"])
-            else:
-                self._pending_sampler_state = state["sampler"]
         self.step_count = int(state["step"])
         self.lr_scale = float(state["lr_scale"])
 
+    def _load_sampler_state(self, state: dict[str, Any] | None, reseed: int | None = None) -> None:
+        """Load (and optionally reseed) the sampler now, or on the first batch if it is not built yet."""
+        if state is None:
+            return
+        if self.sampler is None:
+            self._pending_sampler_state, self._reseed_after_load = state, reseed
+            return
+        self.sampler.load_state_dict(state)
+        if reseed is not None:
+            self.sampler.reseed(reseed)
+
     def _take_snapshot(self) -> None:
-        self._snapshot = clone_state(self._training_state())
+        sampler = self.sampler.state_dict() if self._active_sampler() else None
+        self._snapshot = clone_state({**self._optimisation_state(), "sampler": sampler})
         self._snapshot_step = self.step_count
 
     def scale_learning_rates(self, ratio: float) -> None:
@@ -563,7 +580,9 @@ class JEMTrainer:
                 f"SGLD step size, or raise DivergenceGuard.max_rollbacks (train.max_rollbacks in a recipe)")
         self.rollbacks += 1
         new_scale = self.lr_scale * self.guard.lr_factor
-        self._load_training_state(clone_state(self._snapshot))
+        snapshot = clone_state(self._snapshot)
+        self._load_optimisation_state(snapshot)
+        self._load_sampler_state(snapshot["sampler"])
         self._scale_learning_rates(new_scale / self.lr_scale)
         self.lr_scale = new_scale
         self._pending.clear()
@@ -594,11 +613,7 @@ class JEMTrainer:
         ranks = dist_utils.all_gather_objects(own) if gather else [own]
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
-            "step": self.step_count,
+            **self._optimisation_state(),
             "epoch": self.epoch,
             "rollbacks": self.rollbacks,
             "lr_scale": self.lr_scale,
@@ -625,16 +640,9 @@ class JEMTrainer:
                                   f"{', '.join(_STATE_KEYS)}")
         if self._pending:
             self.sync()
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self._scaler is not None and state["scaler"] is not None:
-            self._scaler.load_state_dict(state["scaler"])
-        self.step_count = int(state["step"])
+        self._load_optimisation_state(state)
         self.epoch = int(state["epoch"])
         self.rollbacks = int(state["rollbacks"])
-        self.lr_scale = float(state["lr_scale"])
         self.best_val_nll = float(state["best_val_nll"])
         if state["n_classes"] is not None:
             self.n_classes = int(state["n_classes"])
@@ -643,16 +651,9 @@ class JEMTrainer:
         self._fit_state = dict(state["fit"])
         ranks = state["ranks"]
         own = ranks[self.rank % len(ranks)]
-        self._reseed_after_load = (None if self.rank < len(ranks)
-                                   else derive_seed(self.seed, self.rank, _RESUME_STREAM))
-        if own["sampler"] is not None:
-            if self.sampler is not None:
-                self.sampler.load_state_dict(own["sampler"])
-                if self._reseed_after_load is not None:
-                    self.sampler.reseed(self._reseed_after_load)
-                    self._reseed_after_load = None
-            else:
-                self._pending_sampler_state = own["sampler"]
+        # A rank beyond those saved starts from another rank's chains: reseed so they differ.
+        reseed = None if self.rank < len(ranks) else derive_seed(self.seed, self.rank, _RESUME_STREAM)
+        self._load_sampler_state(own["sampler"], reseed)
         restore_rng_state(own["rng"])
         self._snapshot = None
         self._snapshot_step = -1
