@@ -10,11 +10,15 @@ Python; build the kernels with::
 ``JEMFAST_BUILD_CUDA=1`` forces the build (and fails loudly if it cannot),
 ``JEMFAST_BUILD_CUDA=0`` skips it, unset means "build if possible".
 ``TORCH_CUDA_ARCH_LIST`` picks the architectures (default: 9.0, Hopper).
+``CUDA_HOME`` is resolved by ``jemfast/_cuda_home.py`` (the same resolver the GPU
+suite and the tests use) before torch is imported: torch's own guess from
+``nvcc``'s folder is wrong where ``nvcc`` is a wrapper in ``/usr/local/bin``.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import sys
 
@@ -30,10 +34,27 @@ def _want_cuda() -> bool | None:
     raise SystemExit(f"JEMFAST_BUILD_CUDA must be 0, 1 or unset, got {flag!r}")
 
 
+def _resolve_cuda_home() -> None:
+    """Sets ``CUDA_HOME`` to the toolkit jemfast/_cuda_home.py finds; torch reads it at import."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jemfast", "_cuda_home.py")
+    spec = importlib.util.spec_from_file_location("_jemfast_cuda_home", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # standard library only: no import of the jemfast package
+    home = module.resolve_cuda_home()
+    if home is None:
+        return  # torch reports the missing toolkit below
+    if os.environ.get("CUDA_HOME") != home:
+        was = os.environ.get("CUDA_HOME")
+        note = f" (was {was}: no include/cuda_runtime.h there)" if was else ""
+        print(f"jemfast: CUDA_HOME={home}{note}", file=sys.stderr)
+    os.environ["CUDA_HOME"] = home
+
+
 def _cuda_extension():
     want = _want_cuda()
     if want is False:
         return [], {}
+    _resolve_cuda_home()
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension

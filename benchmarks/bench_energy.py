@@ -12,7 +12,8 @@ and the forward alone (``fwd`` variants). Shapes follow the JEM setting: a
 
 GB/s uses the minimal traffic: forward ``R * C * itemsize`` (read logits),
 forward + backward ``3 * R * C * itemsize`` (read logits twice, write grad),
-ignoring the O(R) vectors. Results go to benchmarks/results/<device>/energy.json.
+ignoring the O(R) vectors. Results go to benchmarks/results/<device>/energy.json,
+written after each (dtype, shape), so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -94,18 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     backends = common.available_backends(device, skip=("cpu",))
     print(f"energy on {common.device_name(device)}; backends: {', '.join(backends)}")
-    records: list[dict] = []
+    # Written after each (dtype, shape): a run stopped by a time limit keeps what it measured.
+    results = common.RunResults("energy", device)
     for dtype_name in args.dtypes:
         for rows, cols in GPU_SHAPES if on_gpu else CPU_SHAPES:
             shape_records = bench_shape(rows, cols, DTYPES[dtype_name], device, backends)
-            records += shape_records
             for r in shape_records:
                 print(
                     f"  {dtype_name:8s} ({rows}, {cols}) {r['pass']:7s} {r['variant']:11s} {r['median_ms']:9.4f} ms "
                     f"{r['gbps']:8.1f} GB/s  x{r['speedup_vs_eager']:.2f} vs eager"
                 )
-    path = common.write_results("energy", records, device)
-    print(f"wrote {path}")
+            print(f"wrote {results.add(shape_records)}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ itemsize. ``fraction_of_copy`` = fused GB/s / copy GB/s; the target is >= 0.9 fo
 the CUDA kernel at 2**26 float32 elements on an H100.
 
 Usage: ``python benchmarks/bench_sgld_update.py [--sizes 16 20 26] [--dtypes float32 bfloat16]``
-(sizes are log2 element counts). Results go to benchmarks/results/<device>/sgld_update.json.
+(sizes are log2 element counts). Results go to benchmarks/results/<device>/sgld_update.json,
+written after each (dtype, size), so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -108,30 +109,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sgld_update_ on {common.device_name(device)}; backends: {', '.join(backends)}")
     if on_gpu and "cuda" not in backends:
         print(f"  (cuda backend skipped: {unavailable_reason('cuda', device)})")
-    records: list[dict] = []
+    # Written after each (dtype, size): a run stopped by a time limit keeps what it measured.
+    results = common.RunResults("sgld_update", device)
     for dtype_name in args.dtypes:
         for log2 in args.sizes:
             size_records = bench_size(2**log2, DTYPES[dtype_name], device, backends)
-            records += size_records
             for r in size_records:
                 print(
                     f"  {dtype_name:8s} 2**{log2:<2d} {r['variant']:12s} {r['median_ms']:9.4f} ms "
-                    f"{r['gbps']:8.1f} GB/s  {r['fraction_of_copy']:5.2f} of copy  x{r['speedup_vs_eager']:.2f} vs eager"
+                    f"{r['gbps']:8.1f} GB/s  {r['fraction_of_copy']:5.2f} of copy  "
+                    f"x{r['speedup_vs_eager']:.2f} vs eager"
                 )
-    target = [
-        r
-        for r in records
-        if r["variant"] == "kernel/cuda" and r["log2_numel"] == TARGET_LOG2_SIZE and r["dtype"] == "float32"
-    ]
-    for r in target:
-        r["target_fraction_of_copy"] = TARGET_FRACTION_OF_COPY
-        r["target_met"] = r["fraction_of_copy"] >= TARGET_FRACTION_OF_COPY
-        print(
-            f"target: CUDA kernel at 2**{TARGET_LOG2_SIZE} float32 reaches {r['fraction_of_copy']:.3f} of copy "
-            f"bandwidth (target {TARGET_FRACTION_OF_COPY}): {'met' if r['target_met'] else 'NOT met'}"
-        )
-    path = common.write_results("sgld_update", records, device)
-    print(f"wrote {path}")
+                if r["variant"] == "kernel/cuda" and r["log2_numel"] == TARGET_LOG2_SIZE and r["dtype"] == "float32":
+                    r["target_fraction_of_copy"] = TARGET_FRACTION_OF_COPY
+                    r["target_met"] = r["fraction_of_copy"] >= TARGET_FRACTION_OF_COPY
+                    print(
+                        f"target: CUDA kernel at 2**{TARGET_LOG2_SIZE} float32 reaches {r['fraction_of_copy']:.3f} "
+                        f"of copy bandwidth (target {TARGET_FRACTION_OF_COPY}): "
+                        f"{'met' if r['target_met'] else 'NOT met'}"
+                    )
+            print(f"wrote {results.add(size_records)}")
 
 
 if __name__ == "__main__":

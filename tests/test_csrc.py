@@ -26,13 +26,21 @@ import torch
 from conftest import requires_cuda
 from helpers import assert_close
 
+from jemfast._cuda_home import resolve_cuda_home
 from jemfast.backends import cuda_ext
 
 REPO = Path(__file__).resolve().parents[1]
 CSRC = REPO / "csrc"
 CU_FILES = sorted(CSRC.glob("*.cu"))
 
-NVCC = shutil.which("nvcc")
+# The toolkit the extension build uses (setup.py and the GPU suite resolve CUDA_HOME
+# the same way), so these checks pass only where the real build finds its headers.
+CUDA_HOME = resolve_cuda_home()
+NVCC = (
+    str(Path(CUDA_HOME) / "bin" / "nvcc")
+    if CUDA_HOME is not None and (Path(CUDA_HOME) / "bin" / "nvcc").is_file()
+    else shutil.which("nvcc")
+)
 GXX = shutil.which("g++")
 
 # ---------------------------------------------------------------------------
@@ -341,13 +349,9 @@ def test_csrc_has_kernels_and_binding():
 
 
 def _cuda_include_dir() -> Path | None:
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    if NVCC is not None:
-        candidates.append(str(Path(os.path.realpath(NVCC)).parents[1]))
-    for root in candidates:
-        if root and (Path(root) / "include" / "cuda_runtime_api.h").is_file():
-            return Path(root) / "include"
-    return None
+    if CUDA_HOME is None or not (Path(CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
+        return None
+    return Path(CUDA_HOME) / "include"
 
 
 def test_binding_syntax_against_torch_headers(tmp_path):

@@ -41,8 +41,12 @@ def _expected(x, grad, state, step_size, noise_std, grad_clamp=None, clamp=None)
     return y
 
 
+# The extension's parameter sets need a GPU (the suite's `pytest -m gpu`); the others run anywhere.
+CUDA_BACKEND = pytest.param("cuda", marks=pytest.mark.gpu)
+
+
 def _fast_backends():
-    return ["triton", "cuda"] if HAS_CUDA else ["triton", "cpu"]
+    return ["triton", CUDA_BACKEND] if HAS_CUDA else ["triton", "cpu"]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=["plain", "grad_clamp", "clamp", "both"])
@@ -89,7 +93,7 @@ def test_noise_statistics_of_the_update():
     assert scipy_stats.kstest((x / 0.5).numpy(), "norm").pvalue > 1e-3
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton", "cuda" if HAS_CUDA else "cpu"])
+@pytest.mark.parametrize("backend", ["torch", "triton", CUDA_BACKEND if HAS_CUDA else "cpu"])
 def test_consecutive_calls_draw_fresh_noise_and_same_state_repeats(backend):
     dev = _device()
     state = make_rng_state(1, device=dev)
