@@ -89,11 +89,18 @@ METRIC_HEADERS = ("", "subset", "ACC (%)", "ECE (%)", "NLL", "N")
 
 
 # ------------------------------------------------------------------ commands
-def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """``--set`` values, then the options that stand for a config key (they win over --set)."""
     overrides = list(args.set or [])
     if getattr(args, "data", None):
         overrides.append(f"data.dir={json.dumps(str(args.data))}")
-    return load_config(args.config, overrides, method=getattr(args, "method", None))
+    if getattr(args, "on_error", None):
+        overrides.append(f"data.on_error={args.on_error}")
+    return overrides
+
+
+def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return load_config(args.config, _overrides_from_args(args), method=getattr(args, "method", None))
 
 
 def _require_path(path: str | os.PathLike, what: str) -> Path:
@@ -156,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config or args.method or args.data or args.init_from:
             raise ConfigError("--resume takes the run's own config.yaml; use --set to change values, "
                               "not --config, --method, --data or --init-from")
-        config = load_run_config(args.resume, args.set or [])
+        config = load_run_config(args.resume, _overrides_from_args(args))
         run_dir = Path(args.resume)
     else:
         if args.config is None:
@@ -262,6 +269,9 @@ def _add_config_options(parser: argparse.ArgumentParser, config_required: bool =
     parser.add_argument("--data", help="data folder (train.csv, dev.csv, test.csv, labels.txt); sets data.dir")
     parser.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", action="extend",
                         help="override config values, e.g. --set train.epochs=3 model.width=2")
+    parser.add_argument("--on-error", choices=("raise", "skip"),
+                        help="an unusable audio file while building features: stop naming it (raise) or leave it "
+                             "out with a warning (skip); sets data.on_error (default: the config's, raise)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,14 +90,21 @@ def cache_dir(config: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def _bad_input(what: str) -> Iterator[None]:
-    """Turn the library's ValueErrors about user data (manifests, audio, labels) into ConfigErrors."""
+def _bad_input(what: str, hint: str = "") -> Iterator[None]:
+    """Turn the library's ValueErrors about user data (manifests, audio, labels) into ConfigErrors.
+
+    ``hint`` is appended to the message of an AudioError (an unusable audio file).
+    """
     try:
         yield
     except ConfigError:
         raise
     except ValueError as exc:  # AudioError is a ValueError
-        raise ConfigError(f"{what}: {exc}") from exc
+        if hint:
+            from jemfast.data import AudioError  # only callers that read audio pass a hint
+
+            hint = hint if isinstance(exc, AudioError) else ""
+        raise ConfigError(f"{what}: {exc}{hint}") from exc
 
 
 def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebuild: bool = False) -> dict:
@@ -105,20 +112,44 @@ def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebui
 
     Caches go to ``cache_dir(config)/<split>/<recipe key>``; an existing cache
     whose manifest and audio files are unchanged is reused unless ``rebuild``.
+
+    ``data.on_error`` decides what an unusable audio file does: ``raise`` stops
+    with a ConfigError naming it and writes no cache; ``skip`` leaves it out,
+    names it in a warning and records it in the cache's index.json (``skipped``).
+    The cache folder's name does not depend on on_error: a build that skips
+    nothing holds the same content either way and is shared, a strict build
+    never reuses a cache with skipped files (it rebuilds, and so names the bad
+    file), and a cache with skipped files is named again in a warning whenever
+    it is reused.
     """
     from jemfast.data import FeatureCache, FeatureRecipe
 
     paths = data_paths(config)
     recipe = FeatureRecipe(n_mels=config["data"]["n_mels"])
     root = cache_dir(config)
+    on_error = config["data"]["on_error"]
     caches = {}
     for split in splits:
-        with _bad_input(f"features of {paths[split]}"):
+        hint = "; data.on_error=skip (--on-error skip) leaves such files out" if on_error == "raise" else ""
+        with _bad_input(f"features of {paths[split]}", hint=hint):
             caches[split] = FeatureCache.build(
                 paths[split], root / split, recipe, workers=config["data"]["feature_workers"],
-                progress=sys.stderr.isatty(), rebuild=rebuild,
+                on_error=on_error, progress=sys.stderr.isatty(), rebuild=rebuild,
             )
     return caches
+
+
+def _log_skipped(caches: dict) -> None:
+    """Record in the run's train.log each split's utterances that data.on_error=skip left out.
+
+    The feature build has already warned about them on stderr (when building or reusing the cache).
+    """
+    from jemfast.data.cache import describe_skipped
+
+    for split, cache in caches.items():
+        if cache.skipped:
+            logger.info("%s: %d of %d utterances were left out (data.on_error=skip): %s", split,
+                        len(cache.skipped), len(cache.skipped) + len(cache), describe_skipped(cache.skipped))
 
 
 def _read_labels(config: dict[str, Any]) -> list[str]:
@@ -372,6 +403,7 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
             f"WRN-{config['model']['depth']}-{config['model']['width']}", device, len(train_set),
             len(train_loader), train_cfg["epochs"], f", from the weights of {init_path}" if init_path else "",
         )
+        _log_skipped(caches)
         try:
             trainer.fit(  # resume=False: a resumed run's checkpoint is loaded above
                 train_loader, train_cfg["epochs"], val_loader=dev_loader, resume=False,

@@ -6,7 +6,7 @@ every value so they read as documentation::
 
     task:     name, description
     data:     dir (train.csv, dev.csv, test.csv, labels.txt), cache_dir, n_mels,
-              chunk_frames, batch_size, eval_batch_size, num_workers, feature_workers
+              chunk_frames, batch_size, eval_batch_size, num_workers, feature_workers, on_error
     model:    depth, width, norm, dropout                       (a jemfast WideResNet)
     train:    method, epochs, lr, momentum, weight_decay, warmup_steps, milestones,
               gamma, seed, device, p_x_weight, energy_l2, temperature, data_noise, max_rollbacks, init_from,
@@ -77,6 +77,8 @@ __all__ = [
 METHODS = ("softmax", "jem", "jempp", "sadajem")
 ENERGY_METHODS = METHODS[1:]
 INIT_CHOICES = ("uniform", "normal", "class_gaussian")
+# data.on_error: what a feature build does with an unusable audio file (jemfast.data.FeatureCache.build).
+ON_ERROR_CHOICES = ("raise", "skip")
 # Buffer initialisation per method when sampling.init is null (see the module docstring).
 DEFAULT_INIT = {"jem": "normal", "jempp": "class_gaussian", "sadajem": "normal"}
 # The JEM++ and SADA-JEM references clamp samples to [-1, 1], the range of their images.
@@ -146,6 +148,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eval_batch_size": _int(1),
         "num_workers": _int(0, help="DataLoader worker processes"),
         "feature_workers": _int(0, help="feature extraction processes (0: in this process)"),
+        "on_error": _str(choices=ON_ERROR_CHOICES,
+                         help="an unusable audio file (unreadable, too short, out of range, non-finite features): "
+                              "raise stops the feature build naming it; skip leaves it out, names it in a "
+                              "warning and records it in the cache's index.json"),
     },
     "model": {
         "depth": _int(10),
@@ -202,6 +208,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_batch_size": 16,
         "num_workers": 0,
         "feature_workers": 0,
+        "on_error": "raise",
     },
     "model": {"depth": 28, "width": 5, "norm": None, "dropout": 0.0},
     "train": {

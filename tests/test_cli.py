@@ -124,6 +124,88 @@ def test_features_builds_every_split(tiny_config, corpus, capsys):
     assert code == 0 and "reusing feature cache" in err
 
 
+@pytest.fixture
+def loud_corpus(tmp_path) -> tuple[Path, Path]:
+    """An emotion corpus (2 training utterances per class) whose first training wav is a float wav scaled by 1e30."""
+    import soundfile as sf
+
+    root = tmp_path / "loud"
+    generate_corpus(root, "emotion", n_per_class=2, train_seconds=(0.5, 0.8))
+    bad = sorted((root / "wav" / "train").glob("*.wav"))[0]
+    wave, rate = sf.read(bad, dtype="float32")
+    sf.write(bad, wave * np.float32(1e30), rate, subtype="FLOAT")
+    return root, bad
+
+
+def test_features_refuse_an_out_of_range_wav_naming_it_or_skip_it(loud_corpus, tiny_config, capsys):
+    root, bad = loud_corpus
+    code, _, err = run(capsys, "features", "-c", tiny_config, "--data", root)
+    assert code == 1
+    assert_one_line_error(err, f"{bad.name}: out_of_range")
+    assert "--on-error skip" in err
+    assert not list((root / "features").glob("*/*/index.json")), "a refused build writes no cache"
+
+    code, out, err = run(capsys, "features", "-c", tiny_config, "--data", root, "--on-error", "skip")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "skipped 1 of 12 utterances" in line]
+    assert len(warning) == 1 and bad.name in warning[0] and "out_of_range" in warning[0], err
+    train_row = next(line.split() for line in out.splitlines() if line.startswith("train"))
+    assert train_row[1:4] == ["11", train_row[2], "1"], out
+    index = json.loads(next((root / "features" / "train").glob("*/index.json")).read_text())
+    assert [(Path(s["path"]).name, s["reason"]) for s in index["skipped"]] == [(bad.name, "out_of_range")]
+    assert len(index["entries"]) == 11
+
+    # A strict build never reuses a cache that left files out: it names the file again.
+    code, _, err = run(capsys, "features", "-c", tiny_config, "--data", root)
+    assert code == 1
+    assert_one_line_error(err, bad.name)
+
+
+def test_train_on_error_skip_trains_on_the_rest(loud_corpus, tiny_config, tmp_path, capsys):
+    root, bad = loud_corpus
+    refused = tmp_path / "refused"
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--data", root, "--method", "softmax",
+                       "--run-dir", refused, "--set", "data.batch_size=4")
+    assert code == 1
+    assert_one_line_error(err, f"{bad.name}: out_of_range")
+    assert not refused.exists()
+
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "-c", tiny_config, "--data", root, "--method", "softmax", "--run-dir",
+                       run_dir, "--set", "data.batch_size=4", "--on-error", "skip")
+    assert code == 0, err
+    assert bad.name in err and "Traceback" not in err
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["on_error"] == "skip"
+    log = (run_dir / "train.log").read_text()
+    assert "1 of 12 utterances were left out" in log and bad.name in log
+    assert "11 training utterances" in log
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # The run's config keeps on_error=skip, so a resume reuses the cache that left the file out.
+    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=2")
+    assert code == 0, err
+
+
+def test_on_error_does_not_split_caches_of_clean_data(tiny_config, corpus, capsys):
+    # Nothing skipped: the content does not depend on on_error, so both modes share one cache.
+    code, _, err = run(capsys, "features", "-c", tiny_config)
+    assert code == 0, err
+    before = {p: p.stat().st_ino for p in (corpus / "features").glob("*/*/features.f32")}
+    code, _, err = run(capsys, "features", "-c", tiny_config, "--on-error", "skip")
+    assert code == 0, err
+    assert err.count("reusing feature cache") == 3
+    assert {p: p.stat().st_ino for p in (corpus / "features").glob("*/*/features.f32")} == before
+
+
+def test_on_error_argument_errors(tiny_config, capsys):
+    code, _, err = run(capsys, "features", "-c", tiny_config, "--on-error", "ignore")
+    assert code == 2
+    assert_one_line_error(err, "argument --on-error: invalid choice: 'ignore'")
+    code, _, err = run(capsys, "features", "-c", tiny_config, "--set", "data.on_error=ignore")
+    assert code == 1
+    assert_one_line_error(err, "data.on_error must be one of raise, skip")
+
+
 # ------------------------------------------------------------------ train, evaluate, calibrate, report
 def test_train_writes_a_run_directory(trained_runs):
     for method, run_dir in trained_runs.items():

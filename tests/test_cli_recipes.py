@@ -55,6 +55,22 @@ def test_packaged_recipes_state_every_key():
             assert set(data[section]) == set(fields), (name, section)
 
 
+def test_on_error_is_a_data_key_that_defaults_to_raise():
+    assert DEFAULTS["data"]["on_error"] == "raise"
+    for name in recipe_names():
+        assert load_config(name)["data"]["on_error"] == "raise", name
+    assert load_config("demo", ["data.on_error=skip"])["data"]["on_error"] == "skip"
+
+
+def test_packaged_recipes_comment_on_error():
+    from importlib import resources
+
+    for name in recipe_names():
+        text = (resources.files("jemfast") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
+        line = next(line for line in text.splitlines() if line.strip().startswith("on_error:"))
+        assert "#" in line and "skip" in line.split("#", 1)[1], (name, line)
+
+
 def test_defaults_validate_and_schema_covers_them():
     config = validate_config(DEFAULTS)
     assert config == DEFAULTS
@@ -118,6 +134,8 @@ def test_overrides_apply_and_numbers_are_accepted_for_floats():
         ("sampling.reinit_freq=2", "sampling.reinit_freq must be <= 1.0"),
         ("sampling.buffer_size=4", r"sampling.buffer_size \(4\) must be at least data.batch_size \(32\)"),
         ("train.lr=null", "train.lr must not be null"),
+        ("data.on_error=ignore", "data.on_error must be one of raise, skip, got 'ignore'"),
+        ("data.on_error=null", "data.on_error must not be null"),
     ],
 )
 def test_bad_values_name_the_key(override, fragment):

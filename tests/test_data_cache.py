@@ -123,6 +123,33 @@ def test_out_of_range_float_file_is_refused_or_skipped(tmp_path):
     assert [(s.utt_id, s.reason) for s in cache.skipped] == [("loud", "out_of_range")]
 
 
+def test_skipped_files_are_named_in_a_warning_when_built_and_when_reused(tmp_path, caplog):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sf.write(folder / "loud.wav", (1e30 * np.ones(8000)).astype(np.float32), 16000, subtype="FLOAT")
+    manifest = make_corpus(folder, extra_rows=[ManifestRow("loud", "loud.wav", "a")])
+    with caplog.at_level("WARNING", logger="jemfast.data.cache"):
+        FeatureCache.build(manifest, tmp_path / "cache", workers=0, on_error="skip", progress=False)
+    built = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(built) == 1 and "skipped 1 of 4 utterances" in built[0], built
+    assert str(folder / "loud.wav") in built[0] and "out_of_range" in built[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jemfast.data.cache"):
+        FeatureCache.build(manifest, tmp_path / "cache", workers=0, on_error="skip", progress=False)
+    reused = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(reused) == 1 and "leaves out 1 of 4 utterances" in reused[0] and "loud.wav" in reused[0], reused
+
+
+def test_on_error_changes_the_cache_only_when_a_file_is_skipped(tmp_path):
+    # The folder is keyed by the recipe alone: clean data gives the same content in both modes (one cache);
+    # with a bad file, raise writes nothing and skip writes the only cache, which raise never reuses.
+    manifest = make_corpus(tmp_path / "c")
+    strict = FeatureCache.build(manifest, tmp_path / "cache", workers=0, progress=False)
+    lenient = FeatureCache.build(manifest, tmp_path / "cache", workers=0, on_error="skip", progress=False)
+    assert lenient.directory == strict.directory and not lenient.skipped
+    assert (lenient.directory / "features.f32").stat().st_ino == (strict.directory / "features.f32").stat().st_ino
+
+
 def test_non_finite_features_are_refused(tmp_path):
     # Digital silence without a CMVN epsilon normalises 0 by 0: in-range audio, NaN features.
     folder = tmp_path / "c"

@@ -158,3 +158,68 @@ def test_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
         "the rank without a saved entry must be reseeded, not replay rank 0's noise"
     for g in grown:  # each rank starts from the saved buffer; one step rewrites at most a batch of rows
         assert (g["buffer"] != saved_buffer).any(1).sum().item() <= 16
+
+
+def seed_worker(rank: int, port: int, out_dir: str, seed: int) -> None:
+    """Record each rank's random streams: a user-built sampler's and the trainer's default sampler's."""
+    from test_train_trainer import mlp
+
+    from jemfast.sampling.buffer import ReplayBuffer
+    from jemfast.sampling.sampler import SGLDSampler
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        x, y = rank_batches(0, 1)[0]  # the same batch on every rank: only the random streams can differ
+        # A user-built sampler with seed=None draws its seeds from the global generator, which every
+        # rank seeded alike: before the trainer reseeds it, both ranks hold the same chains.
+        model = mlp(0)
+        buffer = ReplayBuffer(tuple(x.shape[1:]), size=64, init="uniform", reinit_freq=0.5, seed=None)
+        sampler = SGLDSampler.preset("jem", model, buffer, n_steps=3, seed=None)
+        JEMTrainer(nn.parallel.DistributedDataParallel(model), torch.optim.SGD(model.parameters(), lr=0.05),
+                   sampler=sampler, seed=seed, progress=False)
+        user_keys = [int(sampler.rng_state[0]), int(buffer.rng_state[0])]
+        user_samples = sampler.sample(16)
+
+        # The trainer's own sampler (built here, given sample_shape) from (seed, rank, stream) keys.
+        module = nn.parallel.DistributedDataParallel(mlp(0))
+        default = JEMTrainer(module, torch.optim.SGD(module.parameters(), lr=0.05), buffer_size=64,
+                             sampler_options={"n_steps": 3}, seed=seed, sample_shape=tuple(x.shape[1:]),
+                             progress=False)
+        initial = default.sampler.buffer.storage.clone()
+        default_keys = [int(default.sampler.rng_state[0]), int(default.sampler.buffer.rng_state[0])]
+        default.step(x, y)
+        torch.save({"user_keys": user_keys, "user_samples": user_samples, "default_keys": default_keys,
+                    "initial": initial, "after_step": default.sampler.buffer.storage.clone()},
+                   f"{out_dir}/seeds{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_seed_workers(out_dir, seed: int) -> list[dict]:
+    out_dir.mkdir()
+    try:
+        mp.spawn(seed_worker, args=(free_port(), str(out_dir), seed), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException:  # see test_ddp_two_processes_train_and_resume
+        if not all((out_dir / f"seeds{r}.pt").is_file() for r in range(WORLD)):
+            raise
+    return [torch.load(out_dir / f"seeds{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.slow
+def test_ranks_draw_distinct_reproducible_streams(tmp_path):
+    first = launch_seed_workers(tmp_path / "first", seed=7)
+    for kind in ("user_keys", "default_keys"):
+        keys = [key for rank in first for key in rank[kind]]
+        assert len(set(keys)) == len(keys), f"{kind}: two (rank, stream) pairs share a key: {keys}"
+    assert not torch.equal(first[0]["user_samples"], first[1]["user_samples"]), \
+        "a user-built sampler seeded from the global generator must be reseeded per rank"
+    assert not torch.equal(first[0]["initial"], first[1]["initial"]), "each rank needs its own initial buffer"
+    assert not torch.equal(first[0]["after_step"], first[1]["after_step"])
+
+    second = launch_seed_workers(tmp_path / "second", seed=7)
+    for rank, (a, b) in enumerate(zip(first, second, strict=True)):
+        assert a["user_keys"] == b["user_keys"] and a["default_keys"] == b["default_keys"], rank
+        for name in ("user_samples", "initial", "after_step"):
+            assert torch.equal(a[name], b[name]), f"rank {rank}: {name} differs between two launches with one seed"

@@ -78,6 +78,14 @@ class SkippedUtterance:
     detail: str
 
 
+def describe_skipped(skipped: list[SkippedUtterance], limit: int = 10) -> str:
+    """The skipped files as ``path (reason: detail)``, separated by semicolons; the first ``limit`` of them."""
+    text = "; ".join(f"{s.path} ({s.reason}: {s.detail})" for s in skipped[:limit])
+    if len(skipped) > limit:
+        text += f"; and {len(skipped) - limit} more (listed in {INDEX_NAME})"
+    return text
+
+
 def manifest_fingerprint(manifest_path: str | os.PathLike, rows: list[ManifestRow]) -> str:
     """Hash of the manifest's bytes and of (absolute path, size, mtime) of each audio file it names.
 
@@ -291,6 +299,12 @@ class FeatureCache:
             existing = cls._usable(cache_dir, recipe, fingerprint, on_error, warn=True)
             if existing is not None:
                 logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
+                if existing.skipped:
+                    logger.warning(
+                        "feature cache %s leaves out %d of %d utterances, skipped when it was built: %s",
+                        directory, len(existing.skipped), len(existing.skipped) + len(existing),
+                        describe_skipped(existing.skipped),
+                    )
                 return existing
         # With rebuild, the folder there now is the one to replace; a different one that appears
         # during the build was installed by a concurrent build and is kept if usable.
@@ -356,11 +370,12 @@ class FeatureCache:
             return kept
         if skipped:
             logger.warning(
-                "%s: skipped %d of %d utterances (%s)",
+                "%s: skipped %d of %d utterances (recorded in %s): %s",
                 manifest_path,
                 len(skipped),
                 len(rows),
-                ", ".join(sorted({s["reason"] for s in skipped})),
+                directory / INDEX_NAME,
+                describe_skipped([SkippedUtterance(**s) for s in skipped]),
             )
         logger.info("built feature cache %s: %d utterances, %d frames", directory, len(entries), offset)
         return cls(directory, recipe, index)
