@@ -66,11 +66,14 @@ def test_training_curves_from_a_run_log(tmp_path, suffix):
             {"kind": "epoch", "epoch": 2, "val_acc": 70.0, "val_nll": 0.9, "val_ece": 8.0, "train_ce": 1.0, "lr": 0.1},
             "",
             {"kind": "epoch", "epoch": 1, "val_acc": 50.0, "val_nll": 1.4, "val_ece": 12.0, "train_ce": 1.6, "lr": 0.1},
+            {"kind": "epoch", "epoch": 3, "val_acc": 80.0, "val_nll": 0.55, "val_ece": 4.5, "train_ce": 0.7, "lr": 0.1},
+            # epoch 3 again: the run was killed before its checkpoint and resumed; the last record counts
             {"kind": "epoch", "epoch": 3, "val_acc": 81.2, "val_nll": 0.52, "val_ece": 4.1, "train_ce": 0.6, "lr": 0.1},
         ],
     )
     records = read_epoch_records(log)
     assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["val_acc"] == 81.2
     assert_image(training_curves(log, tmp_path / f"curves{suffix}"), suffix)
 
 

@@ -68,8 +68,14 @@ def test_ctrl_c_inside_a_step_lets_it_finish_then_resumes_exactly(tmp_path):
     resumed = make_trainer(tmp_path / "b")
     resumed.fit(make_loader(), epochs=2, resume=True)
     assert resumed.step_count == straight.step_count == 12
-    for p, q in zip(straight.module.parameters(), resumed.module.parameters()):
+    for p, q in zip(straight.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(p, q)
+    # The interrupted epoch's training means cover all of its steps, not only those after the resume.
+    from jemfast.train.run_log import read_epoch_records
+
+    epoch_2 = {name: read_epoch_records(tmp_path / name / "metrics.jsonl")[-1] for name in ("a", "b")}
+    assert epoch_2["a"]["train_ce"] == epoch_2["b"]["train_ce"]
+    assert epoch_2["a"]["train_acc"] == epoch_2["b"]["train_acc"]
 
 
 def test_second_ctrl_c_stops_at_once_and_writes_nothing(tmp_path):

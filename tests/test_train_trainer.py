@@ -309,3 +309,46 @@ def test_given_a_sample_shape_the_default_sampler_is_built_with_the_trainer():
         trainer.step(torch.zeros(4, DIM + 1), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="sample_shape"):
         JEMTrainer(mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), sample_shape=(0,))
+
+
+def _state_bytes(trainer):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("save_after", [2, 3, 5])
+def test_resume_rolls_back_to_the_same_snapshot_as_an_uninterrupted_run(save_after):
+    """The guard's snapshot travels with the checkpoint: a rollback soon after a resume
+    restores what the uninterrupted run restores (step 3 here), not the resumed state."""
+    from jemfast.train import DivergenceGuard
+
+    x, y = blobs(8 * 9, seed=13)
+    batches = [(x[i * 8:(i + 1) * 8].clone(), y[i * 8:(i + 1) * 8]) for i in range(9)]
+    batches[5] = (batches[5][0] * 1e12, batches[5][1])  # step 6 explodes: its loss passes 1e8
+
+    def trainer():
+        model = mlp()
+        return JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), buffer_size=32,
+                          sampler_options={"n_steps": 2}, seed=1, sample_shape=(DIM,),
+                          guard=DivergenceGuard(snapshot_every=3))
+
+    straight = trainer()
+    saved = None
+    for i, (xb, yb) in enumerate(batches, 1):
+        straight.step(xb, yb)
+        if i == save_after:
+            saved = _state_bytes(straight)
+    assert straight.rollbacks == 1
+
+    resumed = trainer()
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    for xb, yb in batches[save_after:]:
+        resumed.step(xb, yb)
+    assert resumed.rollbacks == 1 and resumed.step_count == straight.step_count
+    for a, b in zip(straight.module.parameters(), resumed.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.sampler.buffer.storage, resumed.sampler.buffer.storage)

@@ -113,7 +113,9 @@ def read_epoch_records(metrics_jsonl_path: str | os.PathLike) -> list[dict]:
     """The ``"kind": "epoch"`` records of a run's JSON Lines log, sorted by epoch.
 
     Blank lines and records of other kinds are skipped; a line that is not a
-    JSON object raises ValueError naming the line.
+    JSON object raises ValueError naming the line. An epoch logged twice (a run killed
+    after its epoch record but before its checkpoint repeats the epoch on resume) keeps
+    its last record.
     """
     records = []
     with open(metrics_jsonl_path, encoding="utf-8") as f:
@@ -130,4 +132,5 @@ def read_epoch_records(metrics_jsonl_path: str | os.PathLike) -> list[dict]:
                 if "epoch" not in record:
                     raise ValueError(f"{metrics_jsonl_path}:{lineno} is an epoch record without an 'epoch' field")
                 records.append(record)
-    return sorted(records, key=lambda r: r["epoch"])
+    latest = {r["epoch"]: r for r in records}
+    return [latest[epoch] for epoch in sorted(latest)]

@@ -249,6 +249,9 @@ class JEMTrainer:
         self._reseed_after_load: int | None = None
         self._snapshot: dict | None = None
         self._snapshot_step = -1
+        # True while the snapshot equals the current state (taken since the last change), so a
+        # checkpoint can say "current" instead of storing a second copy.
+        self._snapshot_is_current = False
         self._pending: list[StepMetrics] = []
         self._epoch_sums: torch.Tensor | None = None
         self._fit_state: dict[str, Any] = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
@@ -474,6 +477,7 @@ class JEMTrainer:
             values = torch.stack([ce, acc, e_data, e_samples, objective.e_gap, loss]).detach()
         self.guard.observe(loss, gap)
         self.step_count += 1
+        self._snapshot_is_current = False
         metrics = StepMetrics(self.step_count, self.epoch, values, lr, self._clock, (t_start, t_sampled, t_end))
         self._pending.append(metrics)
         sums = torch.stack([ce.detach(), acc, torch.ones((), device=self.device)])
@@ -552,9 +556,10 @@ class JEMTrainer:
             self.sampler.reseed(reseed)
 
     def _take_snapshot(self) -> None:
-        sampler = self.sampler.state_dict() if self._active_sampler() else None
+        sampler = self.sampler.state_dict() if self._active_sampler() else self._pending_sampler_state
         self._snapshot = clone_state({**self._optimisation_state(), "sampler": sampler})
         self._snapshot_step = self.step_count
+        self._snapshot_is_current = True
 
     def scale_learning_rates(self, ratio: float) -> None:
         """Multiply every learning rate by ``ratio``: the optimizer's, and the scheduler's base
@@ -564,6 +569,7 @@ class JEMTrainer:
         self._scale_learning_rates(float(ratio))
 
     def _scale_learning_rates(self, ratio: float) -> None:
+        self._snapshot_is_current = False
         for group in self.optimizer.param_groups:
             group["lr"] *= ratio
             if "initial_lr" in group:
@@ -589,6 +595,7 @@ class JEMTrainer:
         self._epoch_sums = None  # the rolled-back steps no longer count towards the epoch's means
         if self._active_sampler():
             self.sampler.reseed(derive_seed(self.seed, self.rank, _ROLLBACK_STREAM, self.rollbacks))
+        self._snapshot_is_current = False
         record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
                   "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "lr": self._current_lr(), "reason": reason}
         self.log.write(record)
@@ -598,9 +605,21 @@ class JEMTrainer:
     # ------------------------------------------------------------------ checkpoints
     def _rank_state(self) -> dict[str, Any]:
         sampler_state = self.sampler.state_dict() if self._active_sampler() else self._pending_sampler_state
-        if sampler_state is not None:
-            sampler_state = _to_cpu(sampler_state)
-        return {"sampler": sampler_state, "rng": capture_rng_state()}
+        state = {"sampler": _to_cpu(sampler_state), "rng": capture_rng_state()}
+        if self._snapshot is not None and not self._snapshot_is_current:
+            state["snapshot_sampler"] = _to_cpu(self._snapshot["sampler"])
+        return state
+
+    def _guard_snapshot_entry(self) -> Any:
+        """The divergence guard's snapshot for a checkpoint: None, "current" (it is the state
+        being saved) or ``{"step", "state"}`` with its optimisation state. Without it a resumed
+        run would roll back to a different state than an uninterrupted one."""
+        if self._snapshot is None:
+            return None
+        if self._snapshot_is_current:
+            return "current"
+        state = {k: v for k, v in self._snapshot.items() if k != "sampler"}
+        return {"step": self._snapshot_step, "state": _to_cpu(state)}
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to resume: model, optimizer, scheduler, scaler, each rank's sampler
@@ -622,7 +641,9 @@ class JEMTrainer:
             "sample_shape": list(self._sample_shape) if self._sample_shape is not None else None,
             "fit": {"batch_in_epoch": self._fit_state["batch_in_epoch"],
                     "epoch_rng": self._fit_state["epoch_rng"], "epoch_gen": self._fit_state["epoch_gen"],
-                    "next_gen": self._fit_state.get("next_gen")},
+                    "next_gen": self._fit_state.get("next_gen"),
+                    "epoch_sums": self._epoch_sums.tolist() if self._epoch_sums is not None else None},
+            "guard_snapshot": self._guard_snapshot_entry(),
             "world_size": len(ranks),
             "ranks": ranks,
         }
@@ -648,17 +669,33 @@ class JEMTrainer:
             self.n_classes = int(state["n_classes"])
         if state["sample_shape"] is not None:
             self._sample_shape = tuple(state["sample_shape"])
-        self._fit_state = dict(state["fit"])
+        fit = dict(state["fit"])
+        epoch_sums = fit.pop("epoch_sums", None)  # absent from older checkpoints
+        self._fit_state = fit
         ranks = state["ranks"]
         own = ranks[self.rank % len(ranks)]
         # A rank beyond those saved starts from another rank's chains: reseed so they differ.
         reseed = None if self.rank < len(ranks) else derive_seed(self.seed, self.rank, _RESUME_STREAM)
         self._load_sampler_state(own["sampler"], reseed)
         restore_rng_state(own["rng"])
-        self._snapshot = None
-        self._snapshot_step = -1
+        self._restore_guard_snapshot(state.get("guard_snapshot"), own.get("snapshot_sampler"))
         self.guard.reset()
-        self._epoch_sums = None
+        self._epoch_sums = (torch.tensor(epoch_sums, dtype=torch.float32, device=self.device)
+                            if epoch_sums is not None else None)
+
+    def _restore_guard_snapshot(self, entry: Any, sampler_state: dict | None) -> None:
+        """Take back the snapshot a checkpoint was saved with (see :meth:`_guard_snapshot_entry`);
+        older checkpoints have none, and the first step then takes one."""
+        self._snapshot, self._snapshot_step, self._snapshot_is_current = None, -1, False
+        if not self.guard.enabled or entry is None:
+            return
+        if entry == "current":
+            self._take_snapshot()
+        elif isinstance(entry, dict) and "step" in entry and "state" in entry:
+            self._snapshot = {**entry["state"], "sampler": sampler_state}
+            self._snapshot_step = int(entry["step"])
+        else:
+            raise CheckpointError(f"checkpoint's guard_snapshot entry is malformed: {type(entry).__name__}")
 
     def save_checkpoint(self, path: str | Path, gather: bool = True) -> Path | None:
         """Write :meth:`state_dict` atomically to ``path`` from rank 0 (a collective under DDP
@@ -703,6 +740,7 @@ class JEMTrainer:
         self.module.load_state_dict(weights)
         self._snapshot = None
         self._snapshot_step = -1
+        self._snapshot_is_current = False
         logger.info("initialised the model from %s", source if isinstance(source, (str, Path)) else "a state dict")
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -864,7 +902,8 @@ class JEMTrainer:
         started = time.perf_counter()
         total = len(train_loader) if hasattr(train_loader, "__len__") else None
         self.log.start_epoch(self.epoch, total)
-        self._epoch_sums = None
+        if self._fit_state["batch_in_epoch"] == 0:  # else a resumed epoch keeps the sums saved with it
+            self._epoch_sums = None
         for batch in self._epoch_iterator(train_loader):
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise TypeError(f"train_loader must yield (x, y, ...) batches, got {type(batch).__name__}")
@@ -893,6 +932,7 @@ class JEMTrainer:
                            "next_gen": generator.get_state() if isinstance(generator, torch.Generator) else None}
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
+            self._snapshot_is_current = False
         val = self._validate(val_loader) if val_loader is not None else {}
         if self.guard.enabled and self.step_count > self._snapshot_step:
             # An epoch that passed the guard and validation is a good place to roll back to:
