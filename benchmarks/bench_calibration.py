@@ -143,8 +143,9 @@ def _report_done(result: dict[str, Any], total: int) -> None:
 
 def _training_minutes(run_dir: Path) -> tuple[float, dict[str, Any]]:
     """Training wall-clock (sum of the epochs' times, validation included) and the last epoch record."""
-    epochs = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-              if r.get("kind") == "epoch"]
+    epochs = [
+        r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r.get("kind") == "epoch"
+    ]
     return sum(r["time_s"] for r in epochs) / 60.0, epochs[-1]
 
 
@@ -153,8 +154,9 @@ def _metrics(labels: np.ndarray, logits: np.ndarray, n_bins: int, seed: int) -> 
     base = evaluate_logits(labels, logits, n_bins=n_bins)
     out = {key: base[key] for key in ("acc", "ece", "nll", "brier", "adaptive_ece")}
     out["confidence"] = 100.0 * float(softmax(logits).max(axis=1).mean())
-    ece = bootstrap_ci(expected_calibration_error, labels, logits=logits, n_bins=n_bins,
-                       n_resamples=N_BOOTSTRAP, seed=seed)
+    ece = bootstrap_ci(
+        expected_calibration_error, labels, logits=logits, n_bins=n_bins, n_resamples=N_BOOTSTRAP, seed=seed
+    )
     nll = bootstrap_ci(negative_log_likelihood, labels, logits=logits, n_resamples=N_BOOTSTRAP, seed=seed)
     out["ece_ci"] = [100.0 * ece.low, 100.0 * ece.high]
     out["nll_ci"] = [nll.low, nll.high]
@@ -167,27 +169,43 @@ def _records_for_run(task: str, method: str, seed: int, run_dir: Path, n_bins: i
     dev = Predictions.load(run_dir / "predictions" / "dev.npz")
     test = Predictions.load(run_dir / "predictions" / "test.npz")
     minutes, last_epoch = _training_minutes(run_dir)
-    common_keys = {"task": task, "seed": seed, "minutes": minutes, "train_acc": last_epoch["train_acc"],
-                   "diverged": (run_dir / DIVERGED_NAME).is_file(),
-                   "train_ce": last_epoch["train_ce"], "epochs": last_epoch["epoch"], "run_dir": str(run_dir)}
+    common_keys = {
+        "task": task,
+        "seed": seed,
+        "minutes": minutes,
+        "train_acc": last_epoch["train_acc"],
+        "diverged": (run_dir / DIVERGED_NAME).is_file(),
+        "train_ce": last_epoch["train_ce"],
+        "epochs": last_epoch["epoch"],
+        "run_dir": str(run_dir),
+    }
     records = [{**common_keys, "method": method, **_metrics(test.labels, test.logits, n_bins, seed)}]
     if not method.endswith(FINETUNE_SUFFIX):
         for suffix, calibrator in (("+ts", TemperatureScaling()), ("+ls", LogisticScaling())):
             calibrator.fit(dev.logits, dev.labels)
             logits = calibrator.transform(test.logits)
-            records.append({**common_keys, "method": method + suffix, "minutes": minutes,
-                            **_metrics(test.labels, logits, n_bins, seed)})
+            records.append(
+                {
+                    **common_keys,
+                    "method": method + suffix,
+                    "minutes": minutes,
+                    **_metrics(test.labels, logits, n_bins, seed),
+                }
+            )
     return records
 
 
 # ------------------------------------------------------------------ summary
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{task: {method: {metric: mean, metric_sd: spread over seeds, n_seeds}}} for acc, ece, nll, confidence, minutes."""
+    """{task: {method: {metric: mean, metric_sd: spread over seeds, n_seeds}}}.
+
+    Metrics: acc, ece, nll, confidence and minutes.
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for record in records:
         out.setdefault(record["task"], {}).setdefault(record["method"], {"_rows": []})["_rows"].append(record)
-    for task, methods in out.items():
-        for method, entry in methods.items():
+    for methods in out.values():
+        for entry in methods.values():
             rows = entry.pop("_rows")
             entry["n_seeds"] = len(rows)
             for key in ("acc", "ece", "nll", "confidence", "minutes", "train_acc", "train_ce"):
@@ -206,8 +224,9 @@ def check_targets(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, 
         if soft is None:
             continue
         scaled = [methods[m]["ece"] for m in ("softmax+ts", "softmax+ls") if m in methods]
-        for method in [m for m in methods if m.split("+")[0].split(FINETUNE_SUFFIX)[0] in ENERGY_METHODS
-                       and "+" not in m]:
+        for method in [
+            m for m in methods if m.split("+")[0].split(FINETUNE_SUFFIX)[0] in ENERGY_METHODS and "+" not in m
+        ]:
             energy = methods[method]
             checks = {
                 "ece_ratio": energy["ece"] / soft["ece"] if soft["ece"] > 0 else math.inf,
@@ -229,9 +248,14 @@ def regime(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[st
         if soft is not None:
             gap = soft["confidence"] - soft["acc"]
             fitted = (soft.get("train_acc") or 0.0) >= FITTED_TRAIN_ACC
-            out[task] = {"confidence_minus_acc": gap, "overconfident": gap >= OVERCONFIDENT_POINTS,
-                         "fitted": fitted, "paper_regime": gap >= OVERCONFIDENT_POINTS and fitted,
-                         "train_acc": soft.get("train_acc"), "train_ce": soft.get("train_ce")}
+            out[task] = {
+                "confidence_minus_acc": gap,
+                "overconfident": gap >= OVERCONFIDENT_POINTS,
+                "fitted": fitted,
+                "paper_regime": gap >= OVERCONFIDENT_POINTS and fitted,
+                "train_acc": soft.get("train_acc"),
+                "train_ce": soft.get("train_ce"),
+            }
     return out
 
 
@@ -259,47 +283,72 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("overrides") or result.get("task_sizes"):
         sizes = ", ".join(f"{task} {s['n_per_class']}" for task, s in result.get("task_sizes", {}).items())
-        lines += [f"Training utterances per class: {sizes or 'the default sizes'}; recipe overrides: "
-                  f"{', '.join(f'`{o}`' for o in result.get('overrides', [])) or 'none'}.", ""]
+        lines += [
+            f"Training utterances per class: {sizes or 'the default sizes'}; recipe overrides: "
+            f"{', '.join(f'`{o}`' for o in result.get('overrides', [])) or 'none'}.",
+            "",
+        ]
     for task, methods in result["summary"].items():
         reg = result["regime"].get(task, {})
         state = "overconfident" if reg.get("overconfident") else "not overconfident"
-        verdict = ("this is the paper's regime" if reg.get("paper_regime") else
-                   f"this is NOT the paper's regime, which needs a fitted (train accuracy >= {FITTED_TRAIN_ACC:g}%) "
-                   f"and overconfident (>= {OVERCONFIDENT_POINTS:g} points) softmax model")
-        lines += [f"## {task}", "",
-                  f"Regime: the softmax model ended {state} (mean confidence - accuracy = "
-                  f"{reg.get('confidence_minus_acc', float('nan')):+.1f} points) at a final train accuracy of "
-                  f"{reg.get('train_acc') or float('nan'):.1f}%: {verdict}.", "",
-                  "| method | ACC | ECE | NLL | confidence | minutes |", "|---|---|---|---|---|---|"]
+        verdict = (
+            "this is the paper's regime"
+            if reg.get("paper_regime")
+            else f"this is NOT the paper's regime, which needs a fitted (train accuracy >= {FITTED_TRAIN_ACC:g}%) "
+            f"and overconfident (>= {OVERCONFIDENT_POINTS:g} points) softmax model"
+        )
+        lines += [
+            f"## {task}",
+            "",
+            f"Regime: the softmax model ended {state} (mean confidence - accuracy = "
+            f"{reg.get('confidence_minus_acc', float('nan')):+.1f} points) at a final train accuracy of "
+            f"{reg.get('train_acc') or float('nan'):.1f}%: {verdict}.",
+            "",
+            "| method | ACC | ECE | NLL | confidence | minutes |",
+            "|---|---|---|---|---|---|",
+        ]
         for method, entry in methods.items():
-            lines.append(f"| {method} | {_fmt(entry, 'acc', 1)} | {_fmt(entry, 'ece', 2)} | {_fmt(entry, 'nll', 3)} "
-                         f"| {_fmt(entry, 'confidence', 1)} | {_fmt(entry, 'minutes', 2)} |")
+            lines.append(
+                f"| {method} | {_fmt(entry, 'acc', 1)} | {_fmt(entry, 'ece', 2)} | {_fmt(entry, 'nll', 3)} "
+                f"| {_fmt(entry, 'confidence', 1)} | {_fmt(entry, 'minutes', 2)} |"
+            )
         lines.append("")
         targets = result["targets"].get(task, {})
         if targets:
-            lines += ["| energy method | ECE / softmax ECE (target <= 0.3) | ACC - softmax (target >= -1) "
-                      "| ECE below softmax+ts and +ls | all targets |", "|---|---|---|---|---|"]
+            lines += [
+                "| energy method | ECE / softmax ECE (target <= 0.3) | ACC - softmax (target >= -1) "
+                "| ECE below softmax+ts and +ls | all targets |",
+                "|---|---|---|---|---|",
+            ]
             for method, t in targets.items():
-                lines.append(f"| {method} | {t['ece_ratio']:.2f} {'met' if t['ece_ratio_met'] else 'missed'} "
-                             f"| {t['acc_delta']:+.1f} {'met' if t['acc_met'] else 'missed'} "
-                             f"| {'yes' if t['beats_post_hoc'] else 'no'} | {'met' if t['all_met'] else 'missed'} |")
+                lines.append(
+                    f"| {method} | {t['ece_ratio']:.2f} {'met' if t['ece_ratio_met'] else 'missed'} "
+                    f"| {t['acc_delta']:+.1f} {'met' if t['acc_met'] else 'missed'} "
+                    f"| {'yes' if t['beats_post_hoc'] else 'no'} | {'met' if t['all_met'] else 'missed'} |"
+                )
             lines.append("")
         for plot in result["plots"].get(task, []):
             lines.append(f"![{task} reliability]({plot})")
         lines.append("")
-    lines += ["## Per run", "", "| task | method | seed | ACC | ECE [95% CI] | NLL | confidence | minutes |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per run",
+        "",
+        "| task | method | seed | ACC | ECE [95% CI] | NLL | confidence | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["records"]:
-        lines.append(f"| {r['task']} | {r['method']} | {r['seed']} | {r['acc']:.1f} | {r['ece']:.2f} "
-                     f"[{r['ece_ci'][0]:.1f}, {r['ece_ci'][1]:.1f}] | {r['nll']:.3f} | {r['confidence']:.1f} "
-                     f"| {r['minutes']:.2f} |")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['seed']} | {r['acc']:.1f} | {r['ece']:.2f} "
+            f"[{r['ece_ci'][0]:.1f}, {r['ece_ci'][1]:.1f}] | {r['nll']:.3f} | {r['confidence']:.1f} "
+            f"| {r['minutes']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ main
-def _prepare_corpora(workdir: Path, tasks: list[str], overrides: list[str],
-                     train_per_class: int | None = None) -> dict[str, Path]:
+def _prepare_corpora(
+    workdir: Path, tasks: list[str], overrides: list[str], train_per_class: int | None = None
+) -> dict[str, Path]:
     """Generate each task's corpus and build its features once (runs in parallel must not race on a cache)."""
     from jemfast.data import generate_corpus
     from jemfast.pipeline import build_features
@@ -316,8 +365,9 @@ def _prepare_corpora(workdir: Path, tasks: list[str], overrides: list[str],
     return corpora
 
 
-def _job(name: str, run_dir: Path, corpus: Path, task: str, method: str, seed: int, extra: list[str],
-         threads: int) -> dict[str, Any]:
+def _job(
+    name: str, run_dir: Path, corpus: Path, task: str, method: str, seed: int, extra: list[str], threads: int
+) -> dict[str, Any]:
     overrides = [f"data.dir={corpus}", f"task.name={task}", f"train.method={method}", f"train.seed={seed}", *extra]
     if method == "softmax":  # the baseline is the plain classifier: the energy terms belong to the energy runs
         overrides += ["train.p_x_weight=null", "train.energy_l2=0.0"]
@@ -328,26 +378,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed and fewer epochs (about 10 minutes)")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_SIZES), choices=list(TASK_SIZES))
-    parser.add_argument("--methods", nargs="+", default=["softmax", *ENERGY_METHODS],
-                        choices=["softmax", *ENERGY_METHODS])
+    parser.add_argument(
+        "--methods", nargs="+", default=["softmax", *ENERGY_METHODS], choices=["softmax", *ENERGY_METHODS]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (0 with --quick)")
-    parser.add_argument("--finetune", default="jem", choices=[*ENERGY_METHODS, "none"],
-                        help="energy method for fine-tuning each softmax model (none: skip)")
+    parser.add_argument(
+        "--finetune",
+        default="jem",
+        choices=[*ENERGY_METHODS, "none"],
+        help="energy method for fine-tuning each softmax model (none: skip)",
+    )
     parser.add_argument("--finetune-epochs", type=int, default=None, help="default: the recipe's epochs / 4")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="recipe override for every run (e.g. train.epochs=20)")
-    parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
-                        help="training utterances per class for every task (default: TASK_SIZES); fewer "
-                             "utterances and more epochs push the softmax model towards the paper's regime")
-    parser.add_argument("--name", default=None,
-                        help="results file stem (default: calibration, calibration-quick or calibration-ablation)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="recipe override for every run (e.g. train.epochs=20)",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training utterances per class for every task (default: TASK_SIZES); fewer "
+        "utterances and more epochs push the softmax model towards the paper's regime",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="results file stem (default: calibration, calibration-quick or calibration-ablation)",
+    )
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "jemfast-bench-calibration"))
     parser.add_argument("--workers", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="instead: one-knob-at-a-time variations of the jem run (first task, first seed)")
-    parser.add_argument("--render", metavar="JSON",
-                        help="only re-render a results file: recompute summary, targets and regime, rewrite .json/.md")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: one-knob-at-a-time variations of the jem run (first task, first seed)",
+    )
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only re-render a results file: recompute summary, targets and regime, rewrite .json/.md",
+    )
     parser.add_argument("--no-write", action="store_true", help="print the tables, write no results file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -367,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     load_config(RECIPE, overrides)  # refuse bad overrides before any work
     ft_epochs = args.finetune_epochs or max(1, epochs // 4)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    name = args.name or ("calibration-ablation" if args.ablation else "calibration-quick" if args.quick else "calibration")
+    name = args.name or (
+        "calibration-ablation" if args.ablation else "calibration-quick" if args.quick else "calibration"
+    )
     if args.train_per_class is not None and args.train_per_class < 2:
         parser.error("--train-per-class must be at least 2")
     workdir = Path(args.workdir) / name
@@ -380,29 +456,59 @@ def main(argv: list[str] | None = None) -> int:
         task, seed = args.tasks[0], seeds[0]
         for label, extra in ABLATION.items():
             run = workdir / "runs" / task / ("jem-" + "".join(c if c.isalnum() else "_" for c in label))
-            scratch.append((task, "jem", seed, run, _job(f"{task}/jem/{label}", run, corpora[task], task, "jem", seed,
-                                                        [*overrides, *extra], threads)))
+            scratch.append(
+                (
+                    task,
+                    "jem",
+                    seed,
+                    run,
+                    _job(f"{task}/jem/{label}", run, corpora[task], task, "jem", seed, [*overrides, *extra], threads),
+                )
+            )
         _run_jobs([item[4] for item in scratch], args.workers)
         records = []
-        for (task, method, seed, run, _), label in zip(scratch, ABLATION):
-            records += [{**r, "ablation": label} for r in _records_for_run(task, method, seed, run, base["eval"]["n_bins"])
-                        if r["method"] == method]
+        for (task, method, seed, run, _), label in zip(scratch, ABLATION, strict=True):
+            records += [
+                {**r, "ablation": label}
+                for r in _records_for_run(task, method, seed, run, base["eval"]["n_bins"])
+                if r["method"] == method
+            ]
         return _write_ablation(records, name, args, started)
     for task in args.tasks:
         for seed in seeds:
             for method in args.methods:
                 run = workdir / "runs" / task / f"{method}-s{seed}"
-                scratch.append((task, method, seed, run, _job(f"{task}/{method}/s{seed}", run, corpora[task], task,
-                                                              method, seed, overrides, threads)))
+                scratch.append(
+                    (
+                        task,
+                        method,
+                        seed,
+                        run,
+                        _job(f"{task}/{method}/s{seed}", run, corpora[task], task, method, seed, overrides, threads),
+                    )
+                )
             if args.finetune != "none" and "softmax" in args.methods:
                 method = args.finetune + FINETUNE_SUFFIX
                 run = workdir / "runs" / task / f"{method}-s{seed}"
                 source = workdir / "runs" / task / f"softmax-s{seed}"
                 # A gentle restart: a tenth of the recipe's peak learning rate, no warm-up.
-                extra = [*overrides, f"train.init_from={source}", f"train.epochs={ft_epochs}", "train.milestones=[]",
-                         "train.warmup_steps=0", f"train.lr={base['train']['lr'] / 10}"]
-                finetune.append((task, method, seed, run, _job(f"{task}/{method}/s{seed}", run, corpora[task], task,
-                                                               args.finetune, seed, extra, threads)))
+                extra = [
+                    *overrides,
+                    f"train.init_from={source}",
+                    f"train.epochs={ft_epochs}",
+                    "train.milestones=[]",
+                    "train.warmup_steps=0",
+                    f"train.lr={base['train']['lr'] / 10}",
+                ]
+                finetune.append(
+                    (
+                        task,
+                        method,
+                        seed,
+                        run,
+                        _job(f"{task}/{method}/s{seed}", run, corpora[task], task, args.finetune, seed, extra, threads),
+                    )
+                )
     # Longest runs first keeps both workers busy to the end; fine-tuning needs its softmax run.
     order = sorted(scratch, key=lambda item: item[1] == "softmax")
     _run_jobs([item[4] for item in order], args.workers)
@@ -417,18 +523,32 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(records)
     env = common.environment("cpu")
     env["cpu_threads"] = threads
-    task_sizes = {task: {**TASK_SIZES[task], **({"n_per_class": args.train_per_class} if args.train_per_class else {})}
-                  for task in args.tasks}
-    result = {"environment": env, "recipe": base, "overrides": overrides, "seeds": seeds, "task_sizes": task_sizes,
-              "finetune_epochs": ft_epochs, "workers": args.workers, "threads": threads,
-              "total_minutes": (time.perf_counter() - started) / 60.0,
-              "records": records, "summary": summary, "targets": check_targets(summary), "regime": regime(summary),
-              "plots": {}}
+    task_sizes = {
+        task: {**TASK_SIZES[task], **({"n_per_class": args.train_per_class} if args.train_per_class else {})}
+        for task in args.tasks
+    }
+    result = {
+        "environment": env,
+        "recipe": base,
+        "overrides": overrides,
+        "seeds": seeds,
+        "task_sizes": task_sizes,
+        "finetune_epochs": ft_epochs,
+        "workers": args.workers,
+        "threads": threads,
+        "total_minutes": (time.perf_counter() - started) / 60.0,
+        "records": records,
+        "summary": summary,
+        "targets": check_targets(summary),
+        "regime": regime(summary),
+        "plots": {},
+    }
     if not args.no_write:
         folder = common.RESULTS_DIR / common.device_slug("cpu")
         result["plots"] = _reliability_plots(records, folder / name, seeds[0])
-        result["plots"] = {task: [str(Path(p).relative_to(folder)) for p in paths]
-                           for task, paths in result["plots"].items()}
+        result["plots"] = {
+            task: [str(Path(p).relative_to(folder)) for p in paths] for task, paths in result["plots"].items()
+        }
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         (folder / f"{name}.md").write_text(markdown(result))
@@ -451,25 +571,35 @@ def _render(path: Path) -> int:
 
 def _write_ablation(records: list[dict[str, Any]], name: str, args: argparse.Namespace, started: float) -> int:
     env = common.environment("cpu")
-    lines = ["# Calibration benchmark: ablation of the jem run", "",
-             f"Machine: {env['device']}, torch {env['torch']}, {env['date']}. Task {records[0]['task']}, seed "
-             f"{records[0]['seed']}; each row changes one setting of the `{RECIPE}` recipe's jem run. Final models "
-             "on test; ACC, ECE and confidence in percent.", "",
-             "A run marked *diverged* ran out of divergence rollbacks; its row scores the last state the "
-             "guard had checked.", "",
-             "| change | epochs done | train ACC | ACC | ECE [95% CI] | NLL | confidence | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Calibration benchmark: ablation of the jem run",
+        "",
+        f"Machine: {env['device']}, torch {env['torch']}, {env['date']}. Task {records[0]['task']}, seed "
+        f"{records[0]['seed']}; each row changes one setting of the `{RECIPE}` recipe's jem run. Final models "
+        "on test; ACC, ECE and confidence in percent.",
+        "",
+        "A run marked *diverged* ran out of divergence rollbacks; its row scores the last state the guard had checked.",
+        "",
+        "| change | epochs done | train ACC | ACC | ECE [95% CI] | NLL | confidence | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         done = f"{r['epochs']}" + (" (diverged)" if r["diverged"] else "")
-        lines.append(f"| {r['ablation']} | {done} | {r['train_acc'] or float('nan'):.1f} | {r['acc']:.1f} | {r['ece']:.2f} "
-                     f"[{r['ece_ci'][0]:.1f}, {r['ece_ci'][1]:.1f}] | {r['nll']:.3f} | {r['confidence']:.1f} "
-                     f"| {r['minutes']:.2f} |")
+        lines.append(
+            f"| {r['ablation']} | {done} | {r['train_acc'] or float('nan'):.1f} | {r['acc']:.1f} | {r['ece']:.2f} "
+            f"[{r['ece_ci'][0]:.1f}, {r['ece_ci'][1]:.1f}] | {r['nll']:.3f} | {r['confidence']:.1f} "
+            f"| {r['minutes']:.2f} |"
+        )
     text = "\n".join(lines) + "\n"
     if not args.no_write:
         folder = common.RESULTS_DIR / common.device_slug("cpu")
         folder.mkdir(parents=True, exist_ok=True)
-        result = {"environment": env, "ablation": ABLATION, "records": records,
-                  "total_minutes": (time.perf_counter() - started) / 60.0}
+        result = {
+            "environment": env,
+            "ablation": ABLATION,
+            "records": records,
+            "total_minutes": (time.perf_counter() - started) / 60.0,
+        }
         (folder / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         (folder / f"{name}.md").write_text(text)
     print(text)
@@ -480,14 +610,20 @@ def _reliability_plots(records: list[dict[str, Any]], folder: Path, seed: int) -
     """Softmax next to each energy method on test (seed ``seed``), one PNG per task and method."""
     from jemfast.calibration import compare_reliability
 
-    runs = {(r["task"], r["method"]): Path(r["run_dir"]) for r in records if r["seed"] == seed and "+" not in r["method"]}
+    runs = {
+        (r["task"], r["method"]): Path(r["run_dir"]) for r in records if r["seed"] == seed and "+" not in r["method"]
+    }
     plots: dict[str, list[Path]] = {}
     for (task, method), run in runs.items():
         if method == "softmax" or (task, "softmax") not in runs:
             continue
         path = folder / f"{task}_{method}_reliability.png"
-        compare_reliability(runs[(task, "softmax")] / "predictions" / "test.npz", run / "predictions" / "test.npz",
-                            path, titles=(f"{task}: softmax", f"{task}: {method}"))
+        compare_reliability(
+            runs[(task, "softmax")] / "predictions" / "test.npz",
+            run / "predictions" / "test.npz",
+            path,
+            titles=(f"{task}: softmax", f"{task}: {method}"),
+        )
         plots.setdefault(task, []).append(path)
     return plots
 

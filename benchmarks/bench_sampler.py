@@ -108,20 +108,29 @@ def bench_config(name, cfg, device, n_steps, variants):
             "fraction_of_compute_floor": (rate / 1e12 / peak) if peak else None,
         }
         records.append(rec)
-        print(f"{name:6s} {variant:12s} {rec['sample_steps_per_s']:12.1f} sample-steps/s  {rec['achieved_tflops']:.3f} TFLOP/s")
+        print(
+            f"{name:6s} {variant:12s} {rec['sample_steps_per_s']:12.1f} sample-steps/s  "
+            f"{rec['achieved_tflops']:.3f} TFLOP/s"
+        )
 
     if "reference" in variants:
         reference = ReferenceSampleQ(model, shape, 10000, n_steps, device)
         record("reference", lambda: reference(batch), "fp32")
     if "eager" in variants:
-        sampler = SGLDSampler.preset("jem", model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=False, seed=0)
+        sampler = SGLDSampler.preset(
+            "jem", model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=False, seed=0
+        )
         record("eager", lambda: sampler.sample(batch), "fp32")
     if device.type == "cuda" and "graph" in variants:
-        sampler = SGLDSampler.preset("jem", model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=True, seed=0)
+        sampler = SGLDSampler.preset(
+            "jem", model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=True, seed=0
+        )
         record("graph", lambda: sampler.sample(batch), "fp32")
     if "eager_cl" in variants:
         cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        sampler = SGLDSampler.preset("jem", cl_model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=False, seed=0)
+        sampler = SGLDSampler.preset(
+            "jem", cl_model, ReplayBuffer(shape, device=device, seed=0), n_steps=n_steps, cuda_graph=False, seed=0
+        )
         record("eager_cl", lambda: sampler.sample(batch), "fp32")
     if device.type == "cuda" and "graph_bf16" in variants:
         fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last)

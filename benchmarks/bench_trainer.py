@@ -97,16 +97,28 @@ def main(argv=None):
     sample_shape = (1, 32, frames)
 
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch_size, *sample_shape, generator=g).to(device),
-                torch.randint(0, args.classes, (batch_size,), generator=g).to(device)) for _ in range(4)]
+    batches = [
+        (
+            torch.randn(batch_size, *sample_shape, generator=g).to(device),
+            torch.randint(0, args.classes, (batch_size,), generator=g).to(device),
+        )
+        for _ in range(4)
+    ]
 
     def fresh_model():
         torch.manual_seed(0)
         model = getattr(wideresnet, model_name)(args.classes).to(device)
         return model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
-    config = {"model": model_name, "batch_size": batch_size, "sample_shape": list(sample_shape),
-              "sgld_steps": sgld_steps, "buffer_size": args.buffer_size, "iters": iters, "repeats": args.repeats}
+    config = {
+        "model": model_name,
+        "batch_size": batch_size,
+        "sample_shape": list(sample_shape),
+        "sgld_steps": sgld_steps,
+        "buffer_size": args.buffer_size,
+        "iters": iters,
+        "repeats": args.repeats,
+    }
     records = []
     results = None if args.no_write else common.RunResults("trainer", device)
 
@@ -118,25 +130,44 @@ def main(argv=None):
     model, opt = fresh_model()
     reference = ReferenceIteration(model, opt, sample_shape, args.buffer_size, sgld_steps, device)
     ref_rate = iterations_per_second(reference.step, batches, device, 2, iters, args.repeats)
-    keep({"name": "trainer_iteration", "impl": "jem_reference", "amp": None, **config,
-                    "its_per_s": ref_rate[0], "its_per_s_min": ref_rate[1], "its_per_s_max": ref_rate[2],
-                    "speedup_vs_reference": 1.0})
+    keep(
+        {
+            "name": "trainer_iteration",
+            "impl": "jem_reference",
+            "amp": None,
+            **config,
+            "its_per_s": ref_rate[0],
+            "its_per_s_min": ref_rate[1],
+            "its_per_s_max": ref_rate[2],
+            "speedup_vs_reference": 1.0,
+        }
+    )
 
-    for amp in ([None, torch.bfloat16] if gpu else [None]):
+    for amp in [None, torch.bfloat16] if gpu else [None]:
         model, opt = fresh_model()
         buffer = ReplayBuffer(sample_shape, size=args.buffer_size, device=device, seed=0)
         sampler = SGLDSampler.preset("jem", model, buffer, n_steps=sgld_steps, amp_dtype=amp, seed=1)
         trainer = JEMTrainer(model, opt, sampler=sampler, amp_dtype=amp, progress=False, n_classes=args.classes)
         rate = iterations_per_second(trainer.step, batches, device, 3, iters, args.repeats)
         trainer.sync()
-        keep({"name": "trainer_iteration", "impl": "jemfast_trainer",
-                        "amp": str(amp).replace("torch.", "") if amp else None, **config,
-                        "its_per_s": rate[0], "its_per_s_min": rate[1], "its_per_s_max": rate[2],
-                        "speedup_vs_reference": rate[0] / ref_rate[0]})
+        keep(
+            {
+                "name": "trainer_iteration",
+                "impl": "jemfast_trainer",
+                "amp": str(amp).replace("torch.", "") if amp else None,
+                **config,
+                "its_per_s": rate[0],
+                "its_per_s_min": rate[1],
+                "its_per_s_max": rate[2],
+                "speedup_vs_reference": rate[0] / ref_rate[0],
+            }
+        )
 
     for r in records:
-        print(f"{common.device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
-              f"(x{r['speedup_vs_reference']:.2f} vs reference)")
+        print(
+            f"{common.device_name(device)} {r['impl']:>16} amp={r['amp']}: {r['its_per_s']:.3f} it/s "
+            f"(x{r['speedup_vs_reference']:.2f} vs reference)"
+        )
     if results is not None:
         print("results:", results.path)
     return records

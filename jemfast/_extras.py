@@ -43,5 +43,5 @@ def require(module: str, purpose: str) -> ModuleType:
         top = module.split(".")[0]
         extra = EXTRA_OF.get(top, "all")
         raise MissingExtraError(
-            f"{purpose} needs {top}, which is not installed: pip install \"jemfast[{extra}]\""
+            f'{purpose} needs {top}, which is not installed: pip install "jemfast[{extra}]"'
         ) from err

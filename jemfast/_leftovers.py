@@ -26,7 +26,6 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Optional
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def owner_tag() -> str:
     return f"{host_tag()}-{os.getpid()}"
 
 
-def parse_owner_tag(text: str) -> Optional[tuple[Optional[str], int]]:
+def parse_owner_tag(text: str) -> tuple[str | None, int] | None:
     """``(host, pid)`` of an owner tag; ``host`` is None for a bare ``<pid>`` (older names).
 
     Returns None when ``text`` is not an owner tag.
@@ -57,7 +56,7 @@ def parse_owner_tag(text: str) -> Optional[tuple[Optional[str], int]]:
     return match.group("host"), int(match.group("pid"))
 
 
-def process_alive(pid: int) -> Optional[bool]:
+def process_alive(pid: int) -> bool | None:
     """Whether a process with ``pid`` exists on this host; None when that cannot be told."""
     if os.name == "nt":
         # os.kill on Windows terminates the process for any signal but CTRL_C/CTRL_BREAK: never probe.
@@ -87,7 +86,7 @@ def newest_mtime(path: Path) -> float:
     return max(times)
 
 
-def is_stale(path: Path, owner: Optional[tuple[Optional[str], int]], now: Optional[float] = None) -> bool:
+def is_stale(path: Path, owner: tuple[str | None, int] | None, now: float | None = None) -> bool:
     """Whether the leftover ``path`` (written by ``owner``, see :func:`parse_owner_tag`) can be deleted.
 
     A bare pid (no host, older names) is taken as this host's: those names were
@@ -105,7 +104,7 @@ def is_stale(path: Path, owner: Optional[tuple[Optional[str], int]], now: Option
     return age > STALE_AFTER_S
 
 
-def stale_leftovers(directory: str | os.PathLike, pattern: "re.Pattern[str]", folders: bool) -> list[Path]:
+def stale_leftovers(directory: str | os.PathLike, pattern: re.Pattern[str], folders: bool) -> list[Path]:
     """Entries of ``directory`` whose names match ``pattern`` (with an optional ``owner`` group
     holding an owner tag) and that :func:`is_stale` says may be deleted.
 

@@ -31,15 +31,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
-
-from jemfast.recipes import (
-    METHODS,
-    ConfigError,
-    load_config,
-    recipe_names,
-)
+from typing import Any
 
 from jemfast.pipeline import (
     CHECKPOINT_NAMES,
@@ -52,6 +46,12 @@ from jemfast.pipeline import (
     report_runs,
     run_demo,
     train_run,
+)
+from jemfast.recipes import (
+    METHODS,
+    ConfigError,
+    load_config,
+    recipe_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 # ------------------------------------------------------------------ printing
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table with right-aligned numbers."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "-" if math.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
@@ -73,10 +74,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     text = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    for row, values in zip(text, rows):
-        cells = [t.rjust(w) if isinstance(v, (int, float)) else t.ljust(w) for t, v, w in zip(row, values, widths)]
+    for row, values in zip(text, rows, strict=True):
+        cells = [
+            t.rjust(w) if isinstance(v, (int, float)) else t.ljust(w)
+            for t, v, w in zip(row, values, widths, strict=True)
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -116,37 +120,53 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     on_error = args.on_error
     with _bad_input(f"prepare {args.source}"):
         if args.source == "synthetic":
-            result = generate_corpus(args.out, args.task, n_per_class=args.n_per_class,
-                                     n_eval_per_class=args.n_eval_per_class, seed=args.seed)
+            result = generate_corpus(
+                args.out,
+                args.task,
+                n_per_class=args.n_per_class,
+                n_eval_per_class=args.n_eval_per_class,
+                seed=args.seed,
+            )
             print(f"synthetic {args.task} corpus in {result['root']} ({len(result['classes'])} classes)")
             return 0
         if args.source == "ap17-olr":
             report = import_ap17_olr(_require_path(args.root, "data path"), args.out, on_error=on_error)
         elif args.source == "casia":
-            report = import_casia(_require_path(args.root, "data path"), args.out,
-                                  speaker_independent=args.speaker_independent,
-                                  test_speakers=args.test_speakers, seed=args.seed, on_error=on_error)
+            report = import_casia(
+                _require_path(args.root, "data path"),
+                args.out,
+                speaker_independent=args.speaker_independent,
+                test_speakers=args.test_speakers,
+                seed=args.seed,
+                on_error=on_error,
+            )
         elif args.source == "voxceleb-age":
             if args.age_list:
                 lists: Any = _require_path(args.age_list, "age list")
             else:
                 if not (args.train_list and args.test_list):
                     raise ConfigError("voxceleb-age needs --age-list, or --train-list and --test-list")
-                lists = {"train": _require_path(args.train_list, "age list"),
-                         "test": _require_path(args.test_list, "age list")}
+                lists = {
+                    "train": _require_path(args.train_list, "age list"),
+                    "test": _require_path(args.test_list, "age list"),
+                }
                 if args.dev_list:
                     lists["dev"] = _require_path(args.dev_list, "age list")
-            report = import_voxceleb_age(lists, _require_path(args.wav_root, "data path"), args.out,
-                                         seed=args.seed, on_error=on_error)
+            report = import_voxceleb_age(
+                lists, _require_path(args.wav_root, "data path"), args.out, seed=args.seed, on_error=on_error
+            )
         else:  # kaldi
-            report = import_kaldi_dir(_require_path(args.root, "data path"), Path(args.out), subset=args.subset,
-                                      on_error=on_error)
+            report = import_kaldi_dir(
+                _require_path(args.root, "data path"), Path(args.out), subset=args.subset, on_error=on_error
+            )
     for split, path in report.manifests.items():
         print(f"{split}: {report.counts[split]} utterances -> {path}")
     if report.labels is not None:
         print(f"labels -> {report.labels}")
     if report.skipped:
-        print(f"skipped {len(report.skipped)} unreadable file(s); first: {report.skipped[0][0]} ({report.skipped[0][1]})")
+        print(
+            f"skipped {len(report.skipped)} unreadable file(s); first: {report.skipped[0][0]} ({report.skipped[0][1]})"
+        )
     return 0
 
 
@@ -161,13 +181,17 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.method or args.data or args.init_from:
-            raise ConfigError("--resume takes the run's own config.yaml; use --set to change values, "
-                              "not --config, --method, --data or --init-from")
+            raise ConfigError(
+                "--resume takes the run's own config.yaml; use --set to change values, "
+                "not --config, --method, --data or --init-from"
+            )
         config = load_run_config(args.resume, _overrides_from_args(args))
         run_dir = Path(args.resume)
     else:
         if args.config is None:
-            raise ConfigError(f"train needs --config (a file or one of {', '.join(recipe_names())}) or --resume RUN_DIR")
+            raise ConfigError(
+                f"train needs --config (a file or one of {', '.join(recipe_names())}) or --resume RUN_DIR"
+            )
         config = _config_from_args(args)
         if args.init_from is not None:
             config["train"]["init_from"] = args.init_from
@@ -264,14 +288,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_options(parser: argparse.ArgumentParser, config_required: bool = False) -> None:
-    parser.add_argument("-c", "--config", required=config_required,
-                        help=f"recipe file or packaged recipe name ({', '.join(recipe_names())})")
+    parser.add_argument(
+        "-c",
+        "--config",
+        required=config_required,
+        help=f"recipe file or packaged recipe name ({', '.join(recipe_names())})",
+    )
     parser.add_argument("--data", help="data folder (train.csv, dev.csv, test.csv, labels.txt); sets data.dir")
-    parser.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", action="extend",
-                        help="override config values, e.g. --set train.epochs=3 model.width=2")
-    parser.add_argument("--on-error", choices=("raise", "skip"),
-                        help="an unusable audio file while building features: stop naming it (raise) or leave it "
-                             "out with a warning (skip); sets data.on_error (default: the config's, raise)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        metavar="SECTION.KEY=VALUE",
+        action="extend",
+        help="override config values, e.g. --set train.epochs=3 model.width=2",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        help="an unusable audio file while building features: stop naming it (raise) or leave it "
+        "out with a warning (skip); sets data.on_error (default: the config's, raise)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,14 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="import a corpus (or generate one) into manifests")
     sources = prepare.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    for name, text in (("synthetic", "generate the synthetic corpus"), ("ap17-olr", "AP17-OLR Kaldi folders"),
-                       ("casia", "CASIA <speaker>/<emotion>/*.wav"), ("voxceleb-age", "VoxCeleb-Enrichment ages"),
-                       ("kaldi", "one Kaldi data folder into one manifest")):
+    for name, text in (
+        ("synthetic", "generate the synthetic corpus"),
+        ("ap17-olr", "AP17-OLR Kaldi folders"),
+        ("casia", "CASIA <speaker>/<emotion>/*.wav"),
+        ("voxceleb-age", "VoxCeleb-Enrichment ages"),
+        ("kaldi", "one Kaldi data folder into one manifest"),
+    ):
         sub = sources.add_parser(name, help=text)
         sub.add_argument("--out", required=True, help="output folder (a manifest path for kaldi)")
         sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                         help="stop at an unreadable audio file, or skip and count it")
+        sub.add_argument(
+            "--on-error",
+            choices=("raise", "skip"),
+            default="raise",
+            help="stop at an unreadable audio file, or skip and count it",
+        )
         sub.set_defaults(func=cmd_prepare)
         if name == "synthetic":
             from jemfast.data import TASKS
@@ -324,15 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", help=f"one of {', '.join(METHODS)} (default: the config's train.method)")
     train.add_argument("--run-dir", help="run directory (default: runs/<task>_<method>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or finished run")
-    train.add_argument("--init-from", metavar="RUN_DIR",
-                       help="start from the weights of a trained run (its best.pt, else last.pt): energy "
-                            "fine-tuning of an existing classifier (same architecture and classes)")
+    train.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start from the weights of a trained run (its best.pt, else last.pt): energy "
+        "fine-tuning of an existing classifier (same architecture and classes)",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="predictions and metrics of runs on dev and test")
     evaluate.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    evaluate.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
-                          help="best (lowest dev NLL; falls back to last) or last")
+    evaluate.add_argument(
+        "--checkpoint",
+        choices=CHECKPOINT_NAMES,
+        default="best",
+        help="best (lowest dev NLL; falls back to last) or last",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     calibrate = commands.add_parser("calibrate", help="temperature and logistic scaling fitted on dev, scored on test")
@@ -342,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="tables and plots for softmax and energy runs")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", default="report", help="output folder (default: ./report)")
-    report.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                        help="95%% bootstrap intervals of the ECE from N resamples")
+    report.add_argument(
+        "--bootstrap", type=int, default=0, metavar="N", help="95%% bootstrap intervals of the ECE from N resamples"
+    )
     report.set_defaults(func=cmd_report)
 
     bench = commands.add_parser("bench", help="run the micro-benchmarks (from a source checkout)")
@@ -357,8 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     demo.add_argument("--n-per-class", type=int, default=50, help="training utterances per class")
     demo.add_argument("--n-eval-per-class", type=int, default=20, help="dev and test utterances per class")
-    demo.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE", action="extend",
-                      help="override the demo recipe, e.g. --set train.epochs=2")
+    demo.add_argument(
+        "--set",
+        nargs="+",
+        metavar="SECTION.KEY=VALUE",
+        action="extend",
+        help="override the demo recipe, e.g. --set train.epochs=2",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -389,7 +446,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
 
     0 on success, 1 for a user error, 2 for malformed arguments, 130 after Ctrl-C.

@@ -25,8 +25,9 @@ What makes replays correct, whatever the function:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import chain
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -105,8 +106,9 @@ class GraphCache:
         self.key: Hashable = None
         self.captures = 0  # how many captures were made (tests and logs read it)
 
-    def run(self, key: Hashable, signature: Hashable, fn: Callable[..., torch.Tensor],
-            *inputs: torch.Tensor | None) -> torch.Tensor:
+    def run(
+        self, key: Hashable, signature: Hashable, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor | None
+    ) -> torch.Tensor:
         """Replay the graph for ``signature``, capturing ``fn`` first if needed; return a copy of its output.
 
         Args:

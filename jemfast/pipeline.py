@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from jemfast.recipes import (
     CONFIG_NAME,
@@ -70,7 +71,9 @@ def data_paths(config: dict[str, Any]) -> dict[str, Path]:
     """
     folder = config["data"]["dir"]
     if folder is None:
-        raise ConfigError("data.dir is not set; pass --data DIR or --set data.dir=DIR (a folder made by `jemfast prepare`)")
+        raise ConfigError(
+            "data.dir is not set; pass --data DIR or --set data.dir=DIR (a folder made by `jemfast prepare`)"
+        )
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"data path {folder} does not exist; create it with `jemfast prepare ... --out {folder}`")
@@ -133,8 +136,13 @@ def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebui
         hint = "; data.on_error=skip (--on-error skip) leaves such files out" if on_error == "raise" else ""
         with _bad_input(f"features of {paths[split]}", hint=hint):
             caches[split] = FeatureCache.build(
-                paths[split], root / split, recipe, workers=config["data"]["feature_workers"],
-                on_error=on_error, progress=sys.stderr.isatty(), rebuild=rebuild,
+                paths[split],
+                root / split,
+                recipe,
+                workers=config["data"]["feature_workers"],
+                on_error=on_error,
+                progress=sys.stderr.isatty(),
+                rebuild=rebuild,
             )
     return caches
 
@@ -148,8 +156,13 @@ def _log_skipped(caches: dict) -> None:
 
     for split, cache in caches.items():
         if cache.skipped:
-            logger.info("%s: %d of %d utterances were left out (data.on_error=skip): %s", split,
-                        len(cache.skipped), len(cache.skipped) + len(cache), describe_skipped(cache.skipped))
+            logger.info(
+                "%s: %d of %d utterances were left out (data.on_error=skip): %s",
+                split,
+                len(cache.skipped),
+                len(cache.skipped) + len(cache),
+                describe_skipped(cache.skipped),
+            )
 
 
 def _read_labels(config: dict[str, Any]) -> list[str]:
@@ -210,15 +223,18 @@ def _initial_weights(config: dict[str, Any], labels: Sequence[str]) -> Path:
     source = Path(config["train"]["init_from"])
     source_config = load_run_config(source)
     if source_config["model"] != config["model"]:
-        raise ConfigError(f"train.init_from: {source} trained model {source_config['model']}, "
-                          f"but this run builds {config['model']}; the architectures must match")
+        raise ConfigError(
+            f"train.init_from: {source} trained model {source_config['model']}, "
+            f"but this run builds {config['model']}; the architectures must match"
+        )
     try:
         source_labels = _read_labels(source_config)
     except ConfigError:  # the source's data moved: the weights' shapes are still checked on loading
         source_labels = list(labels)
     if list(source_labels) != list(labels):
-        raise ConfigError(f"train.init_from: {source} classifies {source_labels}, this run {list(labels)}; "
-                          "the class lists must match")
+        raise ConfigError(
+            f"train.init_from: {source} classifies {source_labels}, this run {list(labels)}; the class lists must match"
+        )
     return _checkpoint_path(source, "best")
 
 
@@ -226,8 +242,7 @@ def _fit_batches(dataset, batch_size: int):
     """(x, y) batches of one pass over the training chunks, in order (for the class-Gaussian fit)."""
     from torch.utils.data import DataLoader
 
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        yield x, y
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
 # Keys a resumed run cannot change, each with the reason: the checkpoint it continues was
@@ -249,7 +264,7 @@ RESUME_FIXED_KEYS: dict[str, str] = {
 }
 
 
-def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> Optional[dict[str, Any]]:
+def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """ConfigError naming the first :data:`RESUME_FIXED_KEYS` value ``config`` changes in the run's config.yaml.
 
     Returns the run's stored config (None when it has no config.yaml).
@@ -300,8 +315,9 @@ def _load_resume_checkpoint(trainer, path: Path) -> None:
         raise ConfigError(f"cannot resume from {path}: {exc}") from exc
 
 
-def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False,
-              progress: Optional[bool] = None) -> Path:
+def train_run(
+    config: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False, progress: bool | None = None
+) -> Path:
     """Train one run of ``config`` into ``run_dir``; returns the run directory.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it
@@ -322,7 +338,7 @@ def train_run(config: dict[str, Any], run_dir: str | os.PathLike, resume: bool =
         return _train_locked(config, Path(run_dir), resume, progress)
 
 
-def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress: Optional[bool]) -> Path:
+def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress: bool | None) -> Path:
     """:func:`train_run`, with the run directory's lock held."""
     import torch
 
@@ -371,7 +387,9 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
     if method == "softmax" and p_x_weight > 0:
         raise ConfigError(f"train.p_x_weight is {p_x_weight} but the softmax method draws no samples; use 0 or null")
     if method != "softmax" and p_x_weight == 0:
-        raise ConfigError(f"train.p_x_weight is 0, which trains a softmax model; use --method softmax instead of {method}")
+        raise ConfigError(
+            f"train.p_x_weight is 0, which trains a softmax model; use --method softmax instead of {method}"
+        )
     sampler = None
     if method != "softmax":
         # A resumed run restores the fitted class Gaussians with the buffer, so skip the fitting pass.
@@ -379,10 +397,21 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
         sampler = build_sampler(config, model, sample_shape, len(labels), device, fit_batches=fit)
 
     trainer = JEMTrainer(
-        model, optimizer, sampler=sampler, p_x_weight=p_x_weight, energy_l2=train_cfg["energy_l2"],
-        amp_dtype=amp_dtype(config), scheduler=scheduler, run_dir=run_dir, n_classes=len(labels),
-        device=device, seed=seed, buffer_size=config["sampling"]["buffer_size"], progress=progress,
-        data_noise=train_cfg["data_noise"], temperature=train_cfg["temperature"],
+        model,
+        optimizer,
+        sampler=sampler,
+        p_x_weight=p_x_weight,
+        energy_l2=train_cfg["energy_l2"],
+        amp_dtype=amp_dtype(config),
+        scheduler=scheduler,
+        run_dir=run_dir,
+        n_classes=len(labels),
+        device=device,
+        seed=seed,
+        buffer_size=config["sampling"]["buffer_size"],
+        progress=progress,
+        data_noise=train_cfg["data_noise"],
+        temperature=train_cfg["temperature"],
         guard=DivergenceGuard(max_rollbacks=train_cfg["max_rollbacks"]),
     )
     if resuming:
@@ -398,21 +427,28 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
     with _log_to_file(run_dir / "train.log"):
         logger.info(
             "%s %s run in %s: %s on %s, %d training utterances, %d steps per epoch, %d epochs%s",
-            "resuming" if resuming else "starting", method,
+            "resuming" if resuming else "starting",
+            method,
             f"{run_dir} from epoch {trainer.epoch}, step {trainer.step_count}" if resuming else run_dir,
-            f"WRN-{config['model']['depth']}-{config['model']['width']}", device, len(train_set),
-            len(train_loader), train_cfg["epochs"], f", from the weights of {init_path}" if init_path else "",
+            f"WRN-{config['model']['depth']}-{config['model']['width']}",
+            device,
+            len(train_set),
+            len(train_loader),
+            train_cfg["epochs"],
+            f", from the weights of {init_path}" if init_path else "",
         )
         _log_skipped(caches)
         try:
             trainer.fit(  # resume=False: a resumed run's checkpoint is loaded above
-                train_loader, train_cfg["epochs"], val_loader=dev_loader, resume=False,
-                checkpoint_every=train_cfg["checkpoint_every"], config={"recipe": config},
+                train_loader,
+                train_cfg["epochs"],
+                val_loader=dev_loader,
+                resume=False,
+                checkpoint_every=train_cfg["checkpoint_every"],
+                config={"recipe": config},
             )
         except KeyboardInterrupt as exc:
-            exc.resume_hint = (
-                f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"
-            )
+            exc.resume_hint = f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"
             raise
         except DivergenceError as exc:
             raise DivergenceError(
@@ -496,8 +532,14 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[s
         preds.save(run_dir / "predictions" / f"{split}.npz")
         result[split] = _metrics_by_subset(preds, config["eval"]["n_bins"])
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    logger.info("evaluated %s (%s, epoch %d): test acc %.2f%%, ECE %.2f%%", run_dir, path.name, result["epoch"],
-                result["test"]["all"]["acc"], result["test"]["all"]["ece"])
+    logger.info(
+        "evaluated %s (%s, epoch %d): test acc %.2f%%, ECE %.2f%%",
+        run_dir,
+        path.name,
+        result["epoch"],
+        result["test"]["all"]["acc"],
+        result["test"]["all"]["ece"],
+    )
     return result
 
 
@@ -536,14 +578,22 @@ def calibrate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     for name, calibrator in calibrators.items():
         result["test"][name] = _metrics_by_subset(test, n_bins, calibrator)
     (run_dir / "calibration.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
-    logger.info("calibrated %s: test ECE %.2f%% -> %.2f%% (temperature), %.2f%% (logistic)", run_dir,
-                result["test"]["uncalibrated"]["all"]["ece"], result["test"]["temperature"]["all"]["ece"],
-                result["test"]["logistic"]["all"]["ece"])
+    logger.info(
+        "calibrated %s: test ECE %.2f%% -> %.2f%% (temperature), %.2f%% (logistic)",
+        run_dir,
+        result["test"]["uncalibrated"]["all"]["ece"],
+        result["test"]["temperature"]["all"]["ece"],
+        result["test"]["logistic"]["all"]["ece"],
+    )
     return result
 
 
-def report_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, n_bootstrap: int = 0,
-                title: str = "Calibration of softmax and energy-based models") -> dict[str, Any]:
+def report_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    n_bootstrap: int = 0,
+    title: str = "Calibration of softmax and energy-based models",
+) -> dict[str, Any]:
     """Tables and plots comparing each task's softmax run with its energy-based run(s).
 
     ``run_dirs`` must hold, per task (config task.name), exactly one softmax
@@ -582,8 +632,12 @@ def report_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
             name = task if len(runs["energy"]) == 1 else f"{task} ({method})"
             if name in groups:
                 raise ConfigError(f"task {task!r} has two {method} runs; report one of them")
-            groups[name] = {"softmax_dev": softmax["dev"], "softmax_test": softmax["test"],
-                            "energy_dev": energy["dev"], "energy_test": energy["test"]}
+            groups[name] = {
+                "softmax_dev": softmax["dev"],
+                "softmax_test": softmax["test"],
+                "energy_dev": energy["dev"],
+                "energy_test": energy["test"],
+            }
             curves.append((f"{task}_{method}", energy_run))
     out_dir = Path(out_dir)
     with _bad_input("report"):
@@ -592,8 +646,11 @@ def report_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     for name, splits in groups.items():
         slug = name.replace(" (", "_").replace(")", "").replace(" ", "_")
         for suffix in ("png", "pdf"):
-            plots.append(compare_reliability(splits["softmax_test"], splits["energy_test"],
-                                             out_dir / f"{slug}_reliability.{suffix}"))
+            plots.append(
+                compare_reliability(
+                    splits["softmax_test"], splits["energy_test"], out_dir / f"{slug}_reliability.{suffix}"
+                )
+            )
     for name, run in curves:
         metrics = run / "metrics.jsonl"
         if metrics.is_file():
@@ -622,15 +679,20 @@ def benchmarks_dir() -> Path:
     return folder
 
 
-def list_benchmarks(folder: Optional[Path] = None) -> dict[str, Path]:
+def list_benchmarks(folder: Path | None = None) -> dict[str, Path]:
     """Benchmark name -> script, for every ``bench_<name>.py`` in the benchmarks folder."""
     folder = benchmarks_dir() if folder is None else folder
-    return {p.stem[len("bench_"):]: p for p in sorted(folder.glob("bench_*.py"))}
+    return {p.stem[len("bench_") :]: p for p in sorted(folder.glob("bench_*.py"))}
 
 
 # ------------------------------------------------------------------ demo
-def run_demo(out_dir: str | os.PathLike = "jemfast_demo", overrides: Sequence[str] = (), n_per_class: int = 50,
-             n_eval_per_class: int = 20, progress: Optional[bool] = None) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | os.PathLike = "jemfast_demo",
+    overrides: Sequence[str] = (),
+    n_per_class: int = 50,
+    n_eval_per_class: int = 20,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """The whole pipeline on a generated corpus: softmax and JEM runs, calibration and the report.
 
     Generates the demo recipe's synthetic corpus (``n_per_class`` training and
@@ -664,6 +726,9 @@ def run_demo(out_dir: str | os.PathLike = "jemfast_demo", overrides: Sequence[st
         evaluate_run(run_dir)
         calibration[method] = calibrate_run(run_dir)
         runs[method] = run_dir
-    report = report_runs([runs["softmax"], runs["jem"]], out_dir / "report",
-                         title="Calibration on the synthetic demo corpus (test split)")
+    report = report_runs(
+        [runs["softmax"], runs["jem"]],
+        out_dir / "report",
+        title="Calibration on the synthetic demo corpus (test split)",
+    )
     return {"corpus": corpus["root"], "runs": runs, "report": report, "calibration": calibration}

@@ -43,10 +43,11 @@ import math
 import os
 import re
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -113,24 +114,22 @@ class Field:
 
     types: tuple[type, ...]
     nullable: bool = False
-    choices: Optional[tuple] = None
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    item_type: Optional[type] = None  # for lists
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    item_type: type | None = None  # for lists
     help: str = ""
 
 
-def _int(minimum: Optional[int] = None, nullable: bool = False, help: str = "",
-         maximum: Optional[int] = None) -> Field:
+def _int(minimum: int | None = None, nullable: bool = False, help: str = "", maximum: int | None = None) -> Field:
     return Field((int,), nullable=nullable, minimum=minimum, maximum=maximum, help=help)
 
 
-def _float(minimum: Optional[float] = None, maximum: Optional[float] = None, nullable: bool = False,
-           help: str = "") -> Field:
+def _float(minimum: float | None = None, maximum: float | None = None, nullable: bool = False, help: str = "") -> Field:
     return Field((float,), nullable=nullable, minimum=minimum, maximum=maximum, help=help)
 
 
-def _str(nullable: bool = False, choices: Optional[tuple] = None, help: str = "") -> Field:
+def _str(nullable: bool = False, choices: tuple | None = None, help: str = "") -> Field:
     return Field((str,), nullable=nullable, choices=choices, help=help)
 
 
@@ -148,10 +147,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "eval_batch_size": _int(1),
         "num_workers": _int(0, help="DataLoader worker processes"),
         "feature_workers": _int(0, help="feature extraction processes (0: in this process)"),
-        "on_error": _str(choices=ON_ERROR_CHOICES,
-                         help="an unusable audio file (unreadable, too short, out of range, non-finite features): "
-                              "raise stops the feature build naming it; skip leaves it out, names it in a "
-                              "warning and records it in the cache's index.json"),
+        "on_error": _str(
+            choices=ON_ERROR_CHOICES,
+            help="an unusable audio file (unreadable, too short, out of range, non-finite features): "
+            "raise stops the feature build naming it; skip leaves it out, names it in a "
+            "warning and records it in the cache's index.json",
+        ),
     },
     "model": {
         "depth": _int(10),
@@ -187,9 +188,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "step_size": _float(0.0, nullable=True, help="null: the preset's value"),
         "noise_std": _float(0.0, nullable=True, help="null: the preset's value"),
         "pyld_lr": _float(0.0, nullable=True, help="jempp's PYLD step size; null: the preset's 0.2"),
-        "clamp": Field((list,), nullable=True, item_type=float,
-                       help="[lo, hi] bounds for the samples (sadajem's clamp, jempp's inner steps, jem's "
-                            "chain); null: none for jem, FEATURE_CLAMP for jempp and sadajem"),
+        "clamp": Field(
+            (list,),
+            nullable=True,
+            item_type=float,
+            help="[lo, hi] bounds for the samples (sadajem's clamp, jempp's inner steps, jem's "
+            "chain); null: none for jem, FEATURE_CLAMP for jempp and sadajem",
+        ),
     },
     "eval": {
         "n_bins": _int(1, help="equal-width bins of the ECE"),
@@ -262,9 +267,7 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
         packaged = resources.files("jemfast") / "configs" / f"{text}.yaml"
         if packaged.is_file():
             return Path(str(packaged))
-    raise ConfigError(
-        f"config {text!r} is neither a file nor a packaged recipe; recipes: {', '.join(recipe_names())}"
-    )
+    raise ConfigError(f"config {text!r} is neither a file nor a packaged recipe; recipes: {', '.join(recipe_names())}")
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -431,8 +434,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             out[section][key] = _check_value(section, key, values[key], field)
     n_mels, top = out["data"]["n_mels"], max_mel_bands()
     if n_mels > top:
-        raise ConfigError(f"data.n_mels must be <= {top} (the frequency bins of the feature recipe's "
-                          f"{2 * (top - 1)}-point FFT), got {n_mels}")
+        raise ConfigError(
+            f"data.n_mels must be <= {top} (the frequency bins of the feature recipe's "
+            f"{2 * (top - 1)}-point FFT), got {n_mels}"
+        )
     depth = out["model"]["depth"]
     if (depth - 4) % 6 != 0:
         raise ConfigError(f"model.depth must be 10, 16, 22, 28, ... ((depth - 4) divisible by 6), got {depth}")
@@ -456,7 +461,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 def load_config(
     name_or_path: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
-    method: Optional[str] = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Defaults, then the recipe file (package name or path; None: defaults only), then ``method``, then overrides.
 
@@ -515,8 +520,10 @@ def resolve_device(name: str):
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
-                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise ConfigError(
+                f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
         if device.index is not None:
             torch.cuda.set_device(device)
     return device
@@ -536,8 +543,12 @@ def build_model(config: dict[str, Any], n_classes: int):
 
     model = config["model"]
     return WideResNet(
-        depth=model["depth"], width=model["width"], num_classes=n_classes, in_channels=1,
-        norm=model["norm"], dropout=model["dropout"],
+        depth=model["depth"],
+        width=model["width"],
+        num_classes=n_classes,
+        in_channels=1,
+        norm=model["norm"],
+        dropout=model["dropout"],
     )
 
 
@@ -547,9 +558,14 @@ def build_optimizer(config: dict[str, Any], model, steps_per_epoch: int):
 
     train = config["train"]
     return paper_optimizer(
-        model, steps_per_epoch=steps_per_epoch, lr=train["lr"], momentum=train["momentum"],
-        weight_decay=train["weight_decay"], warmup_steps=train["warmup_steps"],
-        milestones=train["milestones"], gamma=train["gamma"],
+        model,
+        steps_per_epoch=steps_per_epoch,
+        lr=train["lr"],
+        momentum=train["momentum"],
+        weight_decay=train["weight_decay"],
+        warmup_steps=train["warmup_steps"],
+        milestones=train["milestones"],
+        gamma=train["gamma"],
     )
 
 
@@ -560,8 +576,14 @@ def amp_dtype(config: dict[str, Any]):
     return {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[config["train"]["amp"]]
 
 
-def build_sampler(config: dict[str, Any], model, sample_shape: Sequence[int], n_classes: int, device,
-                  fit_batches: Optional[Iterable] = None):
+def build_sampler(
+    config: dict[str, Any],
+    model,
+    sample_shape: Sequence[int],
+    n_classes: int,
+    device,
+    fit_batches: Iterable | None = None,
+):
     """The method's SGLDSampler over ``model`` with a replay buffer of ``sample_shape`` samples on ``device``.
 
     ``fit_batches`` ((x, y) batches of training chunks) feed the class_gaussian
@@ -577,13 +599,22 @@ def build_sampler(config: dict[str, Any], model, sample_shape: Sequence[int], n_
     sampling, seed = config["sampling"], config["train"]["seed"]
     init = buffer_init(config)
     buffer = ReplayBuffer(
-        tuple(sample_shape), size=sampling["buffer_size"], n_classes=None, init=init,
-        reinit_freq=sampling["reinit_freq"], device=device, seed=seed,
+        tuple(sample_shape),
+        size=sampling["buffer_size"],
+        n_classes=None,
+        init=init,
+        reinit_freq=sampling["reinit_freq"],
+        device=device,
+        seed=seed,
     )
     if init == "class_gaussian" and fit_batches is not None:
         buffer.fit_init(fit_batches, n_classes=n_classes)
-    options: dict[str, Any] = {"n_steps": sampling["n_steps"], "seed": seed + 1, "amp_dtype": amp_dtype(config),
-                               "temperature": config["train"]["temperature"]}
+    options: dict[str, Any] = {
+        "n_steps": sampling["n_steps"],
+        "seed": seed + 1,
+        "amp_dtype": amp_dtype(config),
+        "temperature": config["train"]["temperature"],
+    }
     for key in ("step_size", "noise_std"):
         if sampling[key] is not None:
             options[key] = sampling[key]

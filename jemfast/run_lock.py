@@ -33,8 +33,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from jemfast.recipes import ConfigError
 
@@ -73,8 +74,10 @@ def _describe(holder: dict[str, Any]) -> str:
 def _busy_error(run_dir: Path) -> RunDirectoryBusy:
     holder = lock_holder(run_dir)
     stop = f"stop it (kill {holder['pid']})" if holder.get("pid") else "stop it"
-    return RunDirectoryBusy(f"run directory {run_dir} is being trained by {_describe(holder)}; "
-                            f"wait for it to finish or {stop} before training into it again")
+    return RunDirectoryBusy(
+        f"run directory {run_dir} is being trained by {_describe(holder)}; "
+        f"wait for it to finish or {stop} before training into it again"
+    )
 
 
 def _try_lock(path: Path) -> int | None:
@@ -104,8 +107,11 @@ def _try_lock(path: Path) -> int | None:
 
 
 def _record_holder(fd: int) -> None:
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
 

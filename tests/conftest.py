@@ -73,7 +73,9 @@ _NEEDS_GPU = re.compile(r"\bneeds?\b.*\b(CUDA devices?|GPUs?)\b", re.IGNORECASE)
 
 
 def _needs_gpu(item: pytest.Item) -> bool:
-    if HAS_CUDA and ("device" in getattr(item, "fixturenames", ()) or hasattr(getattr(item, "module", None), "_device")):
+    if HAS_CUDA and (
+        "device" in getattr(item, "fixturenames", ()) or hasattr(getattr(item, "module", None), "_device")
+    ):
         return True  # device-agnostic: on this machine it runs on the GPU
     for mark in item.iter_markers("skipif"):
         reason = mark.kwargs.get("reason") or (mark.args[1] if len(mark.args) > 1 else "")

@@ -142,9 +142,18 @@ def test_logits_and_probs_agree():
     logits = rng.normal(size=(97, 7)) * 3
     labels = rng.integers(0, 7, size=97)
     probs = softmax(logits)
-    for metric in (accuracy, negative_log_likelihood, brier_score, expected_calibration_error,
-                   adaptive_ece, classwise_ece, maximum_calibration_error):
-        assert math.isclose(metric(labels, logits=logits), metric(labels, probs=probs), rel_tol=1e-9, abs_tol=1e-12), metric
+    for metric in (
+        accuracy,
+        negative_log_likelihood,
+        brier_score,
+        expected_calibration_error,
+        adaptive_ece,
+        classwise_ece,
+        maximum_calibration_error,
+    ):
+        assert math.isclose(metric(labels, logits=logits), metric(labels, probs=probs), rel_tol=1e-9, abs_tol=1e-12), (
+            metric
+        )
 
 
 def test_torch_inputs_match_numpy_and_are_computed_in_float64():
@@ -192,8 +201,15 @@ def test_bootstrap_interval_contains_estimate_and_is_reproducible():
 
 # ---- bad input -------------------------------------------------------------------------------
 
-ALL_METRICS = (accuracy, negative_log_likelihood, brier_score, expected_calibration_error,
-               adaptive_ece, classwise_ece, maximum_calibration_error)
+ALL_METRICS = (
+    accuracy,
+    negative_log_likelihood,
+    brier_score,
+    expected_calibration_error,
+    adaptive_ece,
+    classwise_ece,
+    maximum_calibration_error,
+)
 
 
 @pytest.mark.parametrize("metric", ALL_METRICS)

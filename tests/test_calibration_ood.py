@@ -30,8 +30,9 @@ def test_energy_score_torch_path_matches_and_is_differentiable():
     logits = torch.randn(6, 5, dtype=torch.float64, generator=g).requires_grad_(True)
     scores = energy_score(logits, temperature=0.5)
     # atol: a score near 0 leaves a relative error of a few ulps of its terms.
-    np.testing.assert_allclose(scores.detach().numpy(), energy_score(logits.detach().numpy(), temperature=0.5),
-                               rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        scores.detach().numpy(), energy_score(logits.detach().numpy(), temperature=0.5), rtol=1e-14, atol=1e-15
+    )
     scores.sum().backward()
     # d/dz of T logsumexp(z / T) is softmax(z / T).
     torch.testing.assert_close(logits.grad, torch.softmax(logits.detach() / 0.5, dim=1))

@@ -79,7 +79,7 @@ def test_training_curves_from_a_run_log(tmp_path, suffix):
 
 def test_training_curves_errors(tmp_path):
     only_steps = write_log(tmp_path / "steps.jsonl", [{"kind": "step", "step": 1, "loss": 2.0}])
-    with pytest.raises(ValueError, match="no records with \"kind\": \"epoch\""):
+    with pytest.raises(ValueError, match='no records with "kind": "epoch"'):
         training_curves(only_steps, tmp_path / "x.png")
     broken = write_log(tmp_path / "broken.jsonl", [{"kind": "epoch", "epoch": 1}, "{not json"])
     with pytest.raises(ValueError, match=r"broken.jsonl:2 is not valid JSON"):

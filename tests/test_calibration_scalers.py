@@ -75,7 +75,10 @@ def test_temperature_fit_is_the_exact_minimum():
     nll = torch.nn.functional.cross_entropy(z * beta, torch.from_numpy(labels))
     (grad,) = torch.autograd.grad(nll, beta)
     assert abs(grad.item()) < 1e-10
-    nll_at = lambda temp: negative_log_likelihood(labels, logits=logits / temp)
+
+    def nll_at(temp):
+        return negative_log_likelihood(labels, logits=logits / temp)
+
     assert nll_at(t) < nll_at(t * 1.001) and nll_at(t) < nll_at(t / 1.001)
 
 
@@ -99,7 +102,9 @@ def test_balanced_logistic_scaling_minimises_the_class_balanced_objective():
     weights = torch.from_numpy(1.0 / counts[labels])
     a = torch.tensor([ls.scale], dtype=torch.float64, requires_grad=True)
     b = torch.from_numpy(ls.bias.copy()).requires_grad_(True)
-    nll = torch.nn.functional.cross_entropy(torch.from_numpy(logits) * a + b, torch.from_numpy(labels), reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits) * a + b, torch.from_numpy(labels), reduction="none"
+    )
     loss = (weights * nll).sum() / weights.sum()
     grads = torch.autograd.grad(loss, (a, b))
     assert max(g.abs().max().item() for g in grads) < 1e-6

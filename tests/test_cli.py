@@ -30,8 +30,15 @@ TINY = {
     "sampling": {"n_steps": 2, "buffer_size": 64},
 }
 # The demo recipe cut down to seconds.
-TINY_DEMO = ["data.chunk_frames=32", "data.batch_size=6", "train.epochs=1", "train.warmup_steps=2",
-             "train.device=cpu", "sampling.n_steps=2", "sampling.buffer_size=64"]
+TINY_DEMO = [
+    "data.chunk_frames=32",
+    "data.batch_size=6",
+    "train.epochs=1",
+    "train.warmup_steps=2",
+    "train.device=cpu",
+    "sampling.n_steps=2",
+    "sampling.buffer_size=64",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -164,15 +171,41 @@ def test_features_refuse_an_out_of_range_wav_naming_it_or_skip_it(loud_corpus, t
 def test_train_on_error_skip_trains_on_the_rest(loud_corpus, tiny_config, tmp_path, capsys):
     root, bad = loud_corpus
     refused = tmp_path / "refused"
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--data", root, "--method", "softmax",
-                       "--run-dir", refused, "--set", "data.batch_size=4")
+    code, _, err = run(
+        capsys,
+        "train",
+        "-c",
+        tiny_config,
+        "--data",
+        root,
+        "--method",
+        "softmax",
+        "--run-dir",
+        refused,
+        "--set",
+        "data.batch_size=4",
+    )
     assert code == 1
     assert_one_line_error(err, f"{bad.name}: out_of_range")
     assert not refused.exists()
 
     run_dir = tmp_path / "run"
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--data", root, "--method", "softmax", "--run-dir",
-                       run_dir, "--set", "data.batch_size=4", "--on-error", "skip")
+    code, _, err = run(
+        capsys,
+        "train",
+        "-c",
+        tiny_config,
+        "--data",
+        root,
+        "--method",
+        "softmax",
+        "--run-dir",
+        run_dir,
+        "--set",
+        "data.batch_size=4",
+        "--on-error",
+        "skip",
+    )
     assert code == 0, err
     assert bad.name in err and "Traceback" not in err
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["on_error"] == "skip"
@@ -209,8 +242,14 @@ def test_on_error_argument_errors(tiny_config, capsys):
 # ------------------------------------------------------------------ train, evaluate, calibrate, report
 def test_train_writes_a_run_directory(trained_runs):
     for method, run_dir in trained_runs.items():
-        for name in ("config.yaml", "config.json", "train.log", "metrics.jsonl", "checkpoints/last.pt",
-                     "checkpoints/best.pt"):
+        for name in (
+            "config.yaml",
+            "config.json",
+            "train.log",
+            "metrics.jsonl",
+            "checkpoints/last.pt",
+            "checkpoints/best.pt",
+        ):
             assert (run_dir / name).is_file(), (method, name)
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["train"]["method"] == method
@@ -264,8 +303,13 @@ def test_evaluate_calibrate_and_report(trained_runs, tmp_path, capsys):
     rows = json.loads((out_dir / "report.json").read_text())["rows"]
     assert {r["subset"] for r in rows} == {"all", "full", "3s", "1s"}
     assert {r["method"] for r in rows} == {"softmax", "softmax + TS", "softmax + LS", "energy", "energy + TS"}
-    for name in ("report.md", "language_reliability.png", "language_reliability.pdf",
-                 "language_softmax_curves.png", "language_jem_curves.png"):
+    for name in (
+        "report.md",
+        "language_reliability.png",
+        "language_reliability.pdf",
+        "language_softmax_curves.png",
+        "language_jem_curves.png",
+    ):
         assert (out_dir / name).stat().st_size > 0, name
 
 
@@ -273,8 +317,11 @@ def test_report_evaluates_runs_without_predictions(trained_runs, tmp_path, capsy
     copies = []
     for method in ("softmax", "jem"):
         copies.append(tmp_path / method)
-        shutil.copytree(trained_runs[method], copies[-1],
-                        ignore=shutil.ignore_patterns("predictions", "metrics.json", "calibration*"))
+        shutil.copytree(
+            trained_runs[method],
+            copies[-1],
+            ignore=shutil.ignore_patterns("predictions", "metrics.json", "calibration*"),
+        )
     code, out, err = run(capsys, "report", *copies, "--out", tmp_path / "report")
     assert code == 0, err
     assert "evaluating it first" in err
@@ -300,8 +347,9 @@ def test_interrupt_leaves_a_resumable_run(tiny_config, tmp_path, capsys, monkeyp
         return original(self, x, y)
 
     monkeypatch.setattr(JEMTrainer, "_train_step", interrupted_step)
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
-                       "--set", "train.epochs=2")
+    code, _, err = run(
+        capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir, "--set", "train.epochs=2"
+    )
     assert code == 130
     assert f"jemfast train --resume {run_dir}" in err and "Traceback" not in err
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -340,8 +388,9 @@ def folder_contents(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("override", ["model.width=2", "data.n_mels=16", "train.seed=1", "train.method=softmax",
-                                      "task.name=age"])
+@pytest.mark.parametrize(
+    "override", ["model.width=2", "data.n_mels=16", "train.seed=1", "train.method=softmax", "task.name=age"]
+)
 def test_resume_refuses_a_change_its_checkpoint_cannot_follow(override, trained_runs, tmp_path, capsys):
     run_dir = copy_run(trained_runs["jem"], tmp_path)
     before = folder_contents(run_dir)
@@ -379,15 +428,31 @@ def test_one_training_process_per_run_directory(tiny_config, tmp_path, capsys):
     log = tmp_path / "background.log"
     with open(log, "w") as stderr:
         background = subprocess.Popen(
-            [sys.executable, "-m", "jemfast", "-q", "train", "-c", str(tiny_config), "--method", "softmax",
-             "--run-dir", str(run_dir), "--set", "train.epochs=100000"],
-            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "-m",
+                "jemfast",
+                "-q",
+                "train",
+                "-c",
+                str(tiny_config),
+                "--method",
+                "softmax",
+                "--run-dir",
+                str(run_dir),
+                "--set",
+                "train.epochs=100000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     busy = f"run directory {run_dir} is being trained by process {background.pid} on host {socket.gethostname()}"
     try:
         wait_for(run_dir / "config.yaml", background, log)
-        code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "softmax", "--run-dir", run_dir,
-                           "--set", "train.epochs=1")
+        code, _, err = run(
+            capsys, "train", "-c", tiny_config, "--method", "softmax", "--run-dir", run_dir, "--set", "train.epochs=1"
+        )
         assert code == 1
         assert_one_line_error(err, busy)
         wait_for(run_dir / "checkpoints" / "last.pt", background, log)
@@ -416,8 +481,11 @@ def test_one_training_process_per_run_directory(tiny_config, tmp_path, capsys):
         (["train", "-c", "demo"], 1, "data.dir is not set"),
         (["train", "-c", "no-such-recipe"], 1, "neither a file nor a packaged recipe"),
         (["train"], 1, "train needs --config"),
-        (["features", "-c", "demo", "--data", "/nonexistent/jemfast-data"], 1,
-         "data path /nonexistent/jemfast-data does not exist"),
+        (
+            ["features", "-c", "demo", "--data", "/nonexistent/jemfast-data"],
+            1,
+            "data path /nonexistent/jemfast-data does not exist",
+        ),
         (["evaluate", "/nonexistent/jemfast-run"], 1, "run directory /nonexistent/jemfast-run does not exist"),
         (["train", "--resume", "/nonexistent/jemfast-run"], 1, "does not exist"),
         (["demo", "--set", "model.depth=11"], 1, "model.depth must be"),
@@ -433,12 +501,33 @@ def test_argument_errors_give_one_line(argv, code, fragment, capsys):
     assert_one_line_error(err, fragment)
 
 
-@pytest.mark.parametrize("override", ["data.n_mels=100000", "train.seed=-1", f"train.seed={10**23}", "train.lr=.nan",
-                                      "train.momentum=.nan", "sampling.step_size=.inf", "train.energy_l2=.inf"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.n_mels=100000",
+        "train.seed=-1",
+        f"train.seed={10**23}",
+        "train.lr=.nan",
+        "train.momentum=.nan",
+        "sampling.step_size=.inf",
+        "train.energy_l2=.inf",
+    ],
+)
 def test_out_of_range_values_stop_training_before_anything_is_written(override, tiny_config, tmp_path, capsys):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
-                       "--set", override, f"data.cache_dir={cache}")
+    code, _, err = run(
+        capsys,
+        "train",
+        "-c",
+        tiny_config,
+        "--method",
+        "jem",
+        "--run-dir",
+        run_dir,
+        "--set",
+        override,
+        f"data.cache_dir={cache}",
+    )
     assert code == 1
     assert_one_line_error(err, f"{override.split('=')[0]} must be ")
     assert not run_dir.exists() and not cache.exists()
@@ -479,7 +568,9 @@ def test_bench_lists_the_checkout_benchmarks(capsys):
     code, out, _ = run(capsys, "bench", "--list")
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
-    expected = sorted(p.stem[len("bench_"):] for p in (Path(jemfast.__file__).parent.parent / "benchmarks").glob("bench_*.py"))
+    expected = sorted(
+        p.stem[len("bench_") :] for p in (Path(jemfast.__file__).parent.parent / "benchmarks").glob("bench_*.py")
+    )
     assert names == expected and "trainer" in names
 
 
@@ -519,8 +610,14 @@ def test_demo_end_to_end(tmp_path, capsys):
     for text in ("softmax + TS", "softmax + LS", "energy + TS", "temperature", "logistic", str(out_dir / "report")):
         assert text in out, text
     assert "epoch 1" in err  # progress reaches the user through logging
-    for name in ("report/report.md", "report/report.json", "report/language_reliability.png",
-                 "runs/softmax/calibration.json", "runs/jem/calibration.json", "corpus/labels.txt"):
+    for name in (
+        "report/report.md",
+        "report/report.json",
+        "report/language_reliability.png",
+        "runs/softmax/calibration.json",
+        "runs/jem/calibration.json",
+        "corpus/labels.txt",
+    ):
         assert (out_dir / name).is_file(), name
     # A second demo reuses the corpus, the features and the finished runs.
     code, _, err = run(capsys, *argv)
@@ -541,8 +638,18 @@ def test_init_from_starts_an_energy_run_from_a_trained_classifier(trained_runs, 
 
     JEMTrainer.fit = fit_and_look
     try:
-        code, out, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
-                             "--init-from", trained_runs["softmax"])
+        code, out, err = run(
+            capsys,
+            "train",
+            "-c",
+            tiny_config,
+            "--method",
+            "jem",
+            "--run-dir",
+            run_dir,
+            "--init-from",
+            trained_runs["softmax"],
+        )
     finally:
         JEMTrainer.fit = original
     assert code == 0, err
@@ -557,13 +664,26 @@ def test_init_from_starts_an_energy_run_from_a_trained_classifier(trained_runs, 
 
 def test_init_from_refuses_another_architecture_before_writing(trained_runs, tiny_config, tmp_path, capsys):
     run_dir = tmp_path / "ft"
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
-                       "--init-from", trained_runs["softmax"], "--set", "model.width=2")
+    code, _, err = run(
+        capsys,
+        "train",
+        "-c",
+        tiny_config,
+        "--method",
+        "jem",
+        "--run-dir",
+        run_dir,
+        "--init-from",
+        trained_runs["softmax"],
+        "--set",
+        "model.width=2",
+    )
     assert code == 1
     assert_one_line_error(err, "the architectures must match")
     assert not run_dir.exists()
-    code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir,
-                       "--init-from", tmp_path / "nowhere")
+    code, _, err = run(
+        capsys, "train", "-c", tiny_config, "--method", "jem", "--run-dir", run_dir, "--init-from", tmp_path / "nowhere"
+    )
     assert code == 1
     assert_one_line_error(err, "does not exist")
     code, _, err = run(capsys, "train", "--resume", trained_runs["jem"], "--init-from", trained_runs["softmax"])
@@ -576,8 +696,17 @@ def test_resume_trains_with_the_overridden_learning_rate_and_rollbacks(trained_r
     code, _, err = run(capsys, "train", "-c", tiny_config, "--method", "softmax", "--run-dir", run_dir)
     assert code == 0, err
     before = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
-    code, _, err = run(capsys, "train", "--resume", run_dir, "--set", "train.epochs=2", "train.lr=0.005",
-                       "train.momentum=0.5", "train.max_rollbacks=9")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--resume",
+        run_dir,
+        "--set",
+        "train.epochs=2",
+        "train.lr=0.005",
+        "train.momentum=0.5",
+        "train.max_rollbacks=9",
+    )
     assert code == 0, err
     groups = load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
     assert groups[0]["momentum"] == 0.5

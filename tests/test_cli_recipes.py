@@ -15,9 +15,9 @@ from jemfast.recipes import (
     SEED_MAX,
     ConfigError,
     apply_overrides,
+    buffer_init,
     build_model,
     build_sampler,
-    buffer_init,
     load_config,
     parse_override,
     recipe_names,
@@ -40,7 +40,11 @@ def test_packaged_recipes_are_the_papers_setting():
         assert config["sampling"]["pyld_lr"] == 0.2
         train = config["train"]
         assert (train["lr"], train["warmup_steps"], train["milestones"], train["gamma"], train["epochs"]) == (
-            0.1, 1000, [40, 80, 120], 0.2, 150
+            0.1,
+            1000,
+            [40, 80, 120],
+            0.2,
+            150,
         )
 
 
@@ -143,14 +147,27 @@ def test_bad_values_name_the_key(override, fragment):
         load_config("demo", [override])
 
 
-FLOAT_KEYS = [f"{section}.{key}" for section, fields in SCHEMA.items() for key, field in fields.items()
-              if float in field.types]
+FLOAT_KEYS = [
+    f"{section}.{key}" for section, fields in SCHEMA.items() for key, field in fields.items() if float in field.types
+]
 
 
 def test_every_documented_float_key_is_a_float_field():
-    documented = {"train.lr", "train.gamma", "train.energy_l2", "model.dropout", "sampling.noise_std",
-                  "train.p_x_weight", "sampling.step_size", "train.momentum", "train.weight_decay",
-                  "train.data_noise", "train.temperature", "sampling.reinit_freq", "sampling.pyld_lr"}
+    documented = {
+        "train.lr",
+        "train.gamma",
+        "train.energy_l2",
+        "model.dropout",
+        "sampling.noise_std",
+        "train.p_x_weight",
+        "sampling.step_size",
+        "train.momentum",
+        "train.weight_decay",
+        "train.data_noise",
+        "train.temperature",
+        "sampling.reinit_freq",
+        "sampling.pyld_lr",
+    }
     assert documented <= set(FLOAT_KEYS)
 
 
@@ -172,13 +189,16 @@ def test_an_integer_beyond_the_float_range_is_refused_for_a_float_key():
         load_config("demo", [f"train.lr={10**400}"])
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.seed=-1", "train.seed must be >= 0, got -1"),
-    (f"train.seed={10**23}", f"train.seed must be <= {2**63 - 2}, got {10**23}"),
-    (f"train.seed={2**63 - 1}", f"train.seed must be <= {2**63 - 2}"),
-    (f"train.epochs={10**30}", "train.epochs must be <= 9223372036854775807"),
-    (f"sampling.buffer_size={2**63}", "sampling.buffer_size must be <= 9223372036854775807"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.seed=-1", "train.seed must be >= 0, got -1"),
+        (f"train.seed={10**23}", f"train.seed must be <= {2**63 - 2}, got {10**23}"),
+        (f"train.seed={2**63 - 1}", f"train.seed must be <= {2**63 - 2}"),
+        (f"train.epochs={10**30}", "train.epochs must be <= 9223372036854775807"),
+        (f"sampling.buffer_size={2**63}", "sampling.buffer_size must be <= 9223372036854775807"),
+    ],
+)
 def test_integers_out_of_range_are_refused_naming_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         load_config("demo", [override])
@@ -318,8 +338,10 @@ def test_resolve_device_refuses_a_cuda_device_the_machine_lacks():
         resolve_device("cuda:1000")
 
 
-@pytest.mark.parametrize("method, attribute, expected", [
-    ("jem", "clamp", None), ("sadajem", "clamp", (-4.0, 4.0)), ("jempp", "pyld_clamp", (-4.0, 4.0))])
+@pytest.mark.parametrize(
+    "method, attribute, expected",
+    [("jem", "clamp", None), ("sadajem", "clamp", (-4.0, 4.0)), ("jempp", "pyld_clamp", (-4.0, 4.0))],
+)
 def test_default_clamp_suits_normalised_features(method, attribute, expected):
     """The references' [-1, 1] is the range of images; normalised features need the data's range."""
     from jemfast.recipes import FEATURE_CLAMP

@@ -173,7 +173,7 @@ def _build_host_program(compiler: str, tmp_path: Path) -> Path:
 
 
 def _run_host_program(exe: Path, seeds: np.ndarray, counters: np.ndarray) -> np.ndarray:
-    stdin = "".join(f"{int(s)} {int(c)}\n" for s, c in zip(seeds, counters))
+    stdin = "".join(f"{int(s)} {int(c)}\n" for s, c in zip(seeds, counters, strict=True))
     result = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     rows = [[int(field, 16) for field in line.split()] for line in result.stdout.splitlines()]
@@ -449,7 +449,14 @@ def _sgld_pair(shape, dtype, offset, *, grad_clamp=None, clamp=None, seed=7, mis
         state = ops.make_rng_state(seed, device="cuda")
         state[1] = offset
         ops.sgld_update_(
-            x, grad, step_size=0.05, noise_std=0.01, rng_state=state, grad_clamp=grad_clamp, clamp=clamp, backend=backend
+            x,
+            grad,
+            step_size=0.05,
+            noise_std=0.01,
+            rng_state=state,
+            grad_clamp=grad_clamp,
+            clamp=clamp,
+            backend=backend,
         )
         results.append(x)
         states.append(state)

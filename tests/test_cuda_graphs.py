@@ -20,8 +20,15 @@ def test_every_sampler_setting_is_in_the_key():
     sampler = _sampler()
     key = sampler.capture_key()
     assert sampler.capture_key() == key  # stable while nothing changes
-    for name, value in [("n_steps", 3), ("step_size", 0.5), ("noise_std", 0.0), ("temperature", 2.0),
-                        ("clamp", (-1.0, 1.0)), ("amp_dtype", torch.bfloat16), ("backend", "torch")]:
+    for name, value in [
+        ("n_steps", 3),
+        ("step_size", 0.5),
+        ("noise_std", 0.0),
+        ("temperature", 2.0),
+        ("clamp", (-1.0, 1.0)),
+        ("amp_dtype", torch.bfloat16),
+        ("backend", "torch"),
+    ]:
         old = getattr(sampler, name)
         setattr(sampler, name, value)
         assert sampler.capture_key() != key, name

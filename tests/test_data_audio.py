@@ -90,8 +90,11 @@ def test_write_wav_is_pcm16_and_deterministic(tmp_path):
 
 @pytest.mark.parametrize(
     "damage, reason",
-    [(lambda w: w * 1e30, "out_of_range"), (lambda w: np.where(np.arange(w.size) == 7, np.nan, w), "non_finite"),
-     (lambda w: np.where(np.arange(w.size) == 7, np.inf, w), "non_finite")],
+    [
+        (lambda w: w * 1e30, "out_of_range"),
+        (lambda w: np.where(np.arange(w.size) == 7, np.nan, w), "non_finite"),
+        (lambda w: np.where(np.arange(w.size) == 7, np.inf, w), "non_finite"),
+    ],
     ids=["scaled-1e30", "nan", "inf"],
 )
 def test_out_of_range_float_file_is_named(tmp_path, damage, reason):

@@ -119,8 +119,14 @@ def _chunk_training(cache, run_dir, epochs, interrupt_at=None, resume=False):
     data = RecordingChunks(cache, ["a", "b"], chunk_frames=32, seed=3)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 2))
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), p_x_weight=0.0, run_dir=run_dir,
-                         data_noise=0.1, progress=False)
+    trainer = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        p_x_weight=0.0,
+        run_dir=run_dir,
+        data_noise=0.1,
+        progress=False,
+    )
     loader = make_train_loader(data, batch_size=2, seed=3)
     if interrupt_at is not None:
         loader = InterruptingLoader(loader, interrupt_at)
@@ -152,5 +158,5 @@ def test_chunks_resume_exactly_mid_run(cache, tmp_path):
     # on), then serves exactly what the straight run served from there on.
     assert len(straight) == 12 and first[:6] == straight[:6]
     assert rest == straight[4:]
-    for p, q in zip(straight_trainer.module.parameters(), resumed.module.parameters()):
+    for p, q in zip(straight_trainer.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(p, q)

@@ -53,9 +53,7 @@ def test_labels_round_trip_and_errors(tmp_path):
 @pytest.mark.parametrize("tail", ["u3,c.wav,b,s3,,1.0\n", ""], ids=["quote-runs-on", "quote-on-last-line"])
 def test_unterminated_quote_names_file_and_line(tmp_path, tail):
     path = tmp_path / "quote.csv"
-    path.write_text(
-        "utt_id,path,label,speaker,subset,duration\nu1,a.wav,a,s1,,1.0\nu2,\"b.wav,b,s2,,1.0\n" + tail
-    )
+    path.write_text('utt_id,path,label,speaker,subset,duration\nu1,a.wav,a,s1,,1.0\nu2,"b.wav,b,s2,,1.0\n' + tail)
     with pytest.raises(ValueError, match=r"quote\.csv:3: row has 2 fields.*quote.*never closed"):
         read_manifest(path)
 

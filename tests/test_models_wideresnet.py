@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_close
 from torch import nn
 
-from helpers import assert_close
 from jemfast.models import WideResNet, wrn16_2, wrn28_5
 
 

@@ -133,7 +133,9 @@ def test_many_processes_racing_for_one_lock_never_hold_it_together(tmp_path):
     """)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    children = [subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stderr=subprocess.PIPE, text=True)
-                for _ in range(4)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     errors = [child.communicate(timeout=120)[1] for child in children]
     assert [child.returncode for child in children] == [0] * 4, errors

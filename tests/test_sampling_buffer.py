@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
 from conftest import requires_cuda
 from helpers import assert_close
+from scipy import stats
+
 from jemfast.ops import make_rng_state, random_uniform
 from jemfast.sampling.buffer import STD_FLOOR, ReplayBuffer
 
@@ -20,6 +20,8 @@ CPU = torch.device("cpu")
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise equality: a buffer's storage starts uninitialised and may hold NaN patterns."""
     return a.shape == b.shape and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
 SENTINEL = 7.0  # outside the support of every init used here, so stored rows are recognisable
 
 
@@ -404,7 +406,9 @@ def test_state_round_trip_reproduces_draws(tmp_path):
     assert restored.reinit_freq == 0.4 and restored.filled
     assert_close(restored.init_mean, buf.init_mean, name="init_mean")
     assert_close(restored.init_std, buf.init_std, name="init_std")
-    for (x_exp, idx_exp), (x_got, idx_got) in zip(expected, [restored.sample(7, labels), restored.sample(5)]):
+    for (x_exp, idx_exp), (x_got, idx_got) in zip(
+        expected, [restored.sample(7, labels), restored.sample(5)], strict=True
+    ):
         assert torch.equal(idx_got, idx_exp)
         assert torch.equal(x_got, x_exp)
 

@@ -17,8 +17,16 @@ DIM = 16
 
 def bn_model(seed: int = 0, dropout: float = 0.1) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(DIM, 32), nn.BatchNorm1d(32), nn.SiLU(), nn.Dropout(dropout),
-                         nn.Linear(32, 32), nn.BatchNorm1d(32), nn.SiLU(), nn.Linear(32, N_CLASSES))
+    return nn.Sequential(
+        nn.Linear(DIM, 32),
+        nn.BatchNorm1d(32),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(32, 32),
+        nn.BatchNorm1d(32),
+        nn.SiLU(),
+        nn.Linear(32, N_CLASSES),
+    )
 
 
 def data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,10 +54,17 @@ def test_the_chain_never_moves_running_statistics(mode, method):
     model.train()
     before = statistics(model)
     extra = {"pyld_layer": model[0]} if method == "pyld" else {}
-    sampler = SGLDSampler(model, ReplayBuffer((DIM,), size=64, seed=1, device="cpu"), n_steps=3, seed=2,
-                          model_mode=mode, method=method, **extra)
+    sampler = SGLDSampler(
+        model,
+        ReplayBuffer((DIM,), size=64, seed=1, device="cpu"),
+        n_steps=3,
+        seed=2,
+        model_mode=mode,
+        method=method,
+        **extra,
+    )
     sampler.sample(16)
-    for b, a in zip(before, statistics(model)):
+    for b, a in zip(before, statistics(model), strict=True):
         assert torch.equal(a, b), "an SGLD chain changed a batch-norm buffer"
     assert all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm1d))
 
@@ -59,8 +74,9 @@ def test_train_mode_chains_still_normalise_with_batch_statistics():
     model = bn_model()
     runs = {}
     for mode in ("train", "eval"):
-        sampler = SGLDSampler(model, ReplayBuffer((DIM,), size=64, seed=1, device="cpu"), n_steps=3, seed=2,
-                              model_mode=mode)
+        sampler = SGLDSampler(
+            model, ReplayBuffer((DIM,), size=64, seed=1, device="cpu"), n_steps=3, seed=2, model_mode=mode
+        )
         runs[mode] = sampler.sample(16)
     assert not torch.allclose(runs["train"], runs["eval"])
 
@@ -87,7 +103,7 @@ def test_reestimation_gives_the_statistics_of_the_data():
     assert model[0].momentum == 0.1
     torch.testing.assert_close(model[0].running_mean, x.mean(0), rtol=0, atol=1e-5)
     # equal batches: the mean of the per-batch unbiased variances
-    var = torch.stack([x[k:k + 32].var(0) for k in (0, 32, 64)]).mean(0)
+    var = torch.stack([x[k : k + 32].var(0) for k in (0, 32, 64)]).mean(0)
     torch.testing.assert_close(model[0].running_var, var, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="no data"):
         reestimate_norm_statistics(model, [])
@@ -96,15 +112,16 @@ def test_reestimation_gives_the_statistics_of_the_data():
 def test_a_trainer_step_updates_statistics_from_the_data_alone():
     model = bn_model(dropout=0.0)  # train-mode chains draw dropout masks from the global generator
     reference = copy.deepcopy(model)
-    sampler = SGLDSampler.preset("sadajem", model, ReplayBuffer((DIM,), size=64, seed=1, device="cpu"), n_steps=2,
-                                 seed=4)
+    sampler = SGLDSampler.preset(
+        "sadajem", model, ReplayBuffer((DIM,), size=64, seed=1, device="cpu"), n_steps=2, seed=4
+    )
     trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), sampler=sampler, progress=False)
     x, y = data(16, seed=5)
     trainer.step(x, y)
     reference.train()
     with torch.no_grad():
         reference(x)
-    for (name, a), b in zip(model.named_buffers(), reference.buffers()):
+    for (name, a), b in zip(model.named_buffers(), reference.buffers(), strict=True):
         assert torch.equal(a, b), f"{name} differs from a forward of the data alone"
 
 
@@ -123,11 +140,12 @@ def test_the_evaluated_model_is_the_trained_one(preset):
     sampler = SGLDSampler.preset(preset, model, buffer, n_steps=5, seed=2)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = JEMTrainer(model, opt, sampler=sampler, progress=False, guard=False)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     trainer.fit(loader, epochs=3)
     as_trained = accuracy(model, x, y)
     repaired = copy.deepcopy(model)
-    reestimate_norm_statistics(repaired, [x[k:k + 32] for k in range(0, len(x), 32)])
+    reestimate_norm_statistics(repaired, [x[k : k + 32] for k in range(0, len(x), 32)])
     assert accuracy(repaired, x, y) > 60.0, "the model did not learn; the comparison would say nothing"
     assert abs(as_trained - accuracy(repaired, x, y)) <= 1.0

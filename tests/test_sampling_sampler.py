@@ -149,7 +149,7 @@ def _manual_pyld(model, first_layer, x, n_steps, step_size, inner_steps, lr, eps
     for o in range(n_steps):
         x_in = x.clone().requires_grad_(True)
         out = {}
-        handle = first_layer.register_forward_hook(lambda m, i, h: out.setdefault("h", h))
+        handle = first_layer.register_forward_hook(lambda m, i, h, out=out: out.setdefault("h", h))
         logits = model(x_in)
         handle.remove()
         out["h"].retain_grad()
@@ -345,8 +345,14 @@ def test_graph_and_eager_chains_leave_batch_norm_statistics_alone():
 
     def bn_model():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(8, 4)).cuda()
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 4),
+        ).cuda()
 
     model_g = bn_model()
     model_e = copy.deepcopy(model_g)
@@ -360,7 +366,6 @@ def test_graph_and_eager_chains_leave_batch_norm_statistics_alone():
         assert bn.num_batches_tracked.item() == 0
         assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
         assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
-
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
@@ -399,9 +404,30 @@ def test_float16_input_gradients_do_not_underflow(method):
     assert float((g16 - g32).norm() / g32.norm()) < 0.05
     if method == "pyld":  # the PYLD step uses the same scaled gradient and costate
         x16 = x.clone()
-        SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, amp_dtype=torch.float16, method="pyld",
-                    noise_std=0.0, step_size=1e4, pyld_lr=1e4, pyld_inner_steps=1).run_chain(x16)
+        SGLDSampler(
+            model,
+            buffer,
+            n_steps=1,
+            seed=0,
+            cuda_graph=False,
+            amp_dtype=torch.float16,
+            method="pyld",
+            noise_std=0.0,
+            step_size=1e4,
+            pyld_lr=1e4,
+            pyld_inner_steps=1,
+        ).run_chain(x16)
         x32 = x.clone()
-        SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, method="pyld",
-                    noise_std=0.0, step_size=1e4, pyld_lr=1e4, pyld_inner_steps=1).run_chain(x32)
+        SGLDSampler(
+            model,
+            buffer,
+            n_steps=1,
+            seed=0,
+            cuda_graph=False,
+            method="pyld",
+            noise_std=0.0,
+            step_size=1e4,
+            pyld_lr=1e4,
+            pyld_inner_steps=1,
+        ).run_chain(x32)
         assert float((x16 - x32).norm() / (x32 - x).norm()) < 0.1

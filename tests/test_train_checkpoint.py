@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from test_train_trainer import blobs, loader, mlp
 
 from jemfast._leftovers import host_tag
-
 from jemfast.train import (
     CheckpointError,
     JEMTrainer,
@@ -23,23 +23,31 @@ from jemfast.train import (
     restore_rng_state,
     save_checkpoint,
 )
-from test_train_trainer import blobs, loader, mlp
 
 
 def make_trainer(run_dir=None, model_seed=0, p_x_weight=1.0, **kwargs):
     model = mlp(model_seed)
     opt, sched = paper_optimizer(model, steps_per_epoch=6, lr=0.05, warmup_steps=4, milestones=(1,))
-    return JEMTrainer(model, opt, scheduler=sched, run_dir=run_dir, p_x_weight=p_x_weight, buffer_size=64,
-                      sampler_options={"n_steps": 3}, progress=False, **kwargs)
+    return JEMTrainer(
+        model,
+        opt,
+        scheduler=sched,
+        run_dir=run_dir,
+        p_x_weight=p_x_weight,
+        buffer_size=64,
+        sampler_options={"n_steps": 3},
+        progress=False,
+        **kwargs,
+    )
 
 
 def batches(n_batches, seed=0):
     x, y = blobs(16 * n_batches, seed)
-    return list(zip(x.split(16), y.split(16)))
+    return list(zip(x.split(16), y.split(16), strict=True))
 
 
 def assert_same_parameters(a: JEMTrainer, b: JEMTrainer) -> None:
-    for (name, p), q in zip(a.module.named_parameters(), b.module.parameters()):
+    for (name, p), q in zip(a.module.named_parameters(), b.module.parameters(), strict=True):
         assert torch.equal(p, q), f"parameter {name} differs"
 
 
@@ -68,7 +76,7 @@ def test_steps_straight_equal_steps_with_resume(tmp_path, p_x_weight):
 
     assert_same_parameters(straight, resumed)
     assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"]
-    for s, r in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+    for s, r in zip(straight.optimizer.state.values(), resumed.optimizer.state.values(), strict=True):
         assert torch.equal(s["momentum_buffer"], r["momentum_buffer"])
     if p_x_weight > 0:
         assert torch.equal(straight.sampler.buffer.storage, resumed.sampler.buffer.storage)
@@ -168,7 +176,7 @@ def test_wrong_format_and_missing_file_are_refused(tmp_path):
 def test_save_is_atomic(tmp_path):
     path = tmp_path / "ck" / "last.pt"
     save_checkpoint(path, {"value": torch.tensor([1.0])})
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever pickle raises for a lambda)
         save_checkpoint(path, {"value": lambda: None})  # cannot be pickled: the write fails midway
     assert torch.equal(load_checkpoint(path)["value"], torch.tensor([1.0]))
     assert os.listdir(path.parent) == ["last.pt"], "temporary files must be cleaned up"

@@ -36,13 +36,19 @@ def make_trainer(model_seed: int, run_dir=None) -> JEMTrainer:
 
     model = nn.parallel.DistributedDataParallel(mlp(model_seed))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    return JEMTrainer(model, opt, buffer_size=64, sampler_options={"n_steps": 3}, sync_every=2, run_dir=run_dir,
-                      progress=False)
+    return JEMTrainer(
+        model, opt, buffer_size=64, sampler_options={"n_steps": 3}, sync_every=2, run_dir=run_dir, progress=False
+    )
 
 
 def worker(rank: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         torch.manual_seed(0)
         data = rank_batches(rank, STEPS_BEFORE + STEPS_AFTER)
@@ -60,9 +66,15 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         resumed.load_checkpoint(f"{out_dir}/ck.pt")
         for x, y in data[STEPS_BEFORE:]:
             resumed.step(x, y)
-        torch.save({"straight": straight, "resumed": [p.detach() for p in resumed.module.parameters()],
-                    "buffer_straight": buffer_straight, "buffer_resumed": resumed.sampler.buffer.storage},
-                   f"{out_dir}/rank{rank}.pt")
+        torch.save(
+            {
+                "straight": straight,
+                "resumed": [p.detach() for p in resumed.module.parameters()],
+                "buffer_straight": buffer_straight,
+                "buffer_resumed": resumed.sampler.buffer.storage,
+            },
+            f"{out_dir}/rank{rank}.pt",
+        )
         # Both ranks reach here before either tears gloo down: destroying the group while
         # the other rank still finishes its last collective aborted a process now and then.
         dist.barrier()
@@ -82,13 +94,14 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
             raise
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for r, res in enumerate(results):
-        for a, b in zip(res["straight"], res["resumed"]):
+        for a, b in zip(res["straight"], res["resumed"], strict=True):
             assert torch.equal(a, b), f"rank {r}: resumed run differs from the straight run"
         assert torch.equal(res["buffer_straight"], res["buffer_resumed"]), f"rank {r}: replay buffer differs"
-    for a, b in zip(results[0]["straight"], results[1]["straight"]):
+    for a, b in zip(results[0]["straight"], results[1]["straight"], strict=True):
         assert torch.equal(a, b), "DDP ranks hold different parameters"
-    assert not torch.equal(results[0]["buffer_straight"], results[1]["buffer_straight"]), \
+    assert not torch.equal(results[0]["buffer_straight"], results[1]["buffer_straight"]), (
         "each rank must keep its own replay buffer"
+    )
 
     state = load_checkpoint(tmp_path / "ck.pt")
     assert state["world_size"] == WORLD and len(state["ranks"]) == WORLD
@@ -98,8 +111,13 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
     from test_train_trainer import mlp
 
     model = mlp(9)
-    single = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), buffer_size=64,
-                        sampler_options={"n_steps": 3}, progress=False)
+    single = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        buffer_size=64,
+        sampler_options={"n_steps": 3},
+        progress=False,
+    )
     single.load_checkpoint(tmp_path / "ck.pt")
     x, y = rank_batches(0, 1)[0]
     single.step(x, y)
@@ -111,8 +129,13 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
 
 def grow_worker(rank: int, port: int, out_dir: str) -> None:
     """Resume a single-process checkpoint on 2 ranks and train one step."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         torch.manual_seed(100 + rank)
         trainer = make_trainer(model_seed=5 + rank)  # different weights per rank until the load
@@ -120,9 +143,16 @@ def grow_worker(rank: int, port: int, out_dir: str) -> None:
         loaded = [p.detach().clone() for p in trainer.module.parameters()]
         x, y = rank_batches(rank, 1)[0]
         trainer.step(x, y)
-        torch.save({"loaded": loaded, "params": [p.detach() for p in trainer.module.parameters()],
-                    "rng_state": trainer.sampler.rng_state, "step": trainer.step_count,
-                    "buffer": trainer.sampler.buffer.storage}, f"{out_dir}/grown{rank}.pt")
+        torch.save(
+            {
+                "loaded": loaded,
+                "params": [p.detach() for p in trainer.module.parameters()],
+                "rng_state": trainer.sampler.rng_state,
+                "step": trainer.step_count,
+                "buffer": trainer.sampler.buffer.storage,
+            },
+            f"{out_dir}/grown{rank}.pt",
+        )
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -134,8 +164,13 @@ def test_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
 
     torch.manual_seed(0)
     model = mlp(0)
-    single = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), buffer_size=64,
-                        sampler_options={"n_steps": 3}, progress=False)
+    single = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        buffer_size=64,
+        sampler_options={"n_steps": 3},
+        progress=False,
+    )
     for x, y in rank_batches(0, 2):
         single.step(x, y)
     single.save_checkpoint(tmp_path / "single.pt")
@@ -150,12 +185,13 @@ def test_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
     grown = [torch.load(tmp_path / f"grown{r}.pt", weights_only=True) for r in range(WORLD)]
     assert [g["step"] for g in grown] == [3, 3]
     for g in grown:
-        for a, b in zip(g["loaded"], saved["model"].values()):
+        for a, b in zip(g["loaded"], saved["model"].values(), strict=True):
             assert torch.equal(a, b), "each rank must load the checkpoint's weights"
-    for a, b in zip(grown[0]["params"], grown[1]["params"]):
+    for a, b in zip(grown[0]["params"], grown[1]["params"], strict=True):
         assert torch.equal(a, b), "both ranks must continue from the checkpoint's weights, in sync"
-    assert not torch.equal(grown[0]["rng_state"], grown[1]["rng_state"]), \
+    assert not torch.equal(grown[0]["rng_state"], grown[1]["rng_state"]), (
         "the rank without a saved entry must be reseeded, not replay rank 0's noise"
+    )
     for g in grown:  # each rank starts from the saved buffer; one step rewrites at most a batch of rows
         assert (g["buffer"] != saved_buffer).any(1).sum().item() <= 16
 
@@ -167,8 +203,13 @@ def seed_worker(rank: int, port: int, out_dir: str, seed: int) -> None:
     from jemfast.sampling.buffer import ReplayBuffer
     from jemfast.sampling.sampler import SGLDSampler
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         x, y = rank_batches(0, 1)[0]  # the same batch on every rank: only the random streams can differ
         # A user-built sampler with seed=None draws its seeds from the global generator, which every
@@ -176,22 +217,40 @@ def seed_worker(rank: int, port: int, out_dir: str, seed: int) -> None:
         model = mlp(0)
         buffer = ReplayBuffer(tuple(x.shape[1:]), size=64, init="uniform", reinit_freq=0.5, seed=None)
         sampler = SGLDSampler.preset("jem", model, buffer, n_steps=3, seed=None)
-        JEMTrainer(nn.parallel.DistributedDataParallel(model), torch.optim.SGD(model.parameters(), lr=0.05),
-                   sampler=sampler, seed=seed, progress=False)
+        JEMTrainer(
+            nn.parallel.DistributedDataParallel(model),
+            torch.optim.SGD(model.parameters(), lr=0.05),
+            sampler=sampler,
+            seed=seed,
+            progress=False,
+        )
         user_keys = [int(sampler.rng_state[0]), int(buffer.rng_state[0])]
         user_samples = sampler.sample(16)
 
         # The trainer's own sampler (built here, given sample_shape) from (seed, rank, stream) keys.
         module = nn.parallel.DistributedDataParallel(mlp(0))
-        default = JEMTrainer(module, torch.optim.SGD(module.parameters(), lr=0.05), buffer_size=64,
-                             sampler_options={"n_steps": 3}, seed=seed, sample_shape=tuple(x.shape[1:]),
-                             progress=False)
+        default = JEMTrainer(
+            module,
+            torch.optim.SGD(module.parameters(), lr=0.05),
+            buffer_size=64,
+            sampler_options={"n_steps": 3},
+            seed=seed,
+            sample_shape=tuple(x.shape[1:]),
+            progress=False,
+        )
         initial = default.sampler.buffer.storage.clone()
         default_keys = [int(default.sampler.rng_state[0]), int(default.sampler.buffer.rng_state[0])]
         default.step(x, y)
-        torch.save({"user_keys": user_keys, "user_samples": user_samples, "default_keys": default_keys,
-                    "initial": initial, "after_step": default.sampler.buffer.storage.clone()},
-                   f"{out_dir}/seeds{rank}.pt")
+        torch.save(
+            {
+                "user_keys": user_keys,
+                "user_samples": user_samples,
+                "default_keys": default_keys,
+                "initial": initial,
+                "after_step": default.sampler.buffer.storage.clone(),
+            },
+            f"{out_dir}/seeds{rank}.pt",
+        )
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -213,8 +272,9 @@ def test_ranks_draw_distinct_reproducible_streams(tmp_path):
     for kind in ("user_keys", "default_keys"):
         keys = [key for rank in first for key in rank[kind]]
         assert len(set(keys)) == len(keys), f"{kind}: two (rank, stream) pairs share a key: {keys}"
-    assert not torch.equal(first[0]["user_samples"], first[1]["user_samples"]), \
+    assert not torch.equal(first[0]["user_samples"], first[1]["user_samples"]), (
         "a user-built sampler seeded from the global generator must be reseeded per rank"
+    )
     assert not torch.equal(first[0]["initial"], first[1]["initial"]), "each rank needs its own initial buffer"
     assert not torch.equal(first[0]["after_step"], first[1]["after_step"])
 

@@ -6,16 +6,24 @@ import json
 
 import pytest
 import torch
+from test_train_trainer import blobs, mlp
 
 from jemfast.train import DivergenceError, DivergenceGuard, JEMTrainer
-from test_train_trainer import blobs, mlp
 
 
 def make_trainer(run_dir, guard, sync_every=1):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    return JEMTrainer(model, opt, run_dir=run_dir, guard=guard, buffer_size=128, sync_every=sync_every,
-                      sampler_options={"n_steps": 3}, progress=False)
+    return JEMTrainer(
+        model,
+        opt,
+        run_dir=run_dir,
+        guard=guard,
+        buffer_size=128,
+        sync_every=sync_every,
+        sampler_options={"n_steps": 3},
+        progress=False,
+    )
 
 
 def spike(trainer, factor=1e6):
@@ -26,7 +34,7 @@ def spike(trainer, factor=1e6):
 @pytest.mark.parametrize("sync_every", [1, 4])
 def test_learning_rate_spike_is_rolled_back_and_training_recovers(tmp_path, sync_every):
     x, y = blobs(512, seed=1)
-    data = list(zip(x.split(32), y.split(32)))
+    data = list(zip(x.split(32), y.split(32), strict=True))
     guard = DivergenceGuard(gap_threshold=1e4, loss_threshold=1e4, snapshot_every=4, lr_factor=0.5, max_rollbacks=2)
     trainer = make_trainer(tmp_path / "run", guard, sync_every)
     for xb, yb in data[:8]:
@@ -75,8 +83,13 @@ def test_rollbacks_are_bounded(tmp_path):
 def test_nan_loss_triggers_rollback_even_for_the_softmax_baseline():
     x, y = blobs(64, seed=4)
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), p_x_weight=0.0,
-                         guard=DivergenceGuard(snapshot_every=1), progress=False)
+    trainer = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        p_x_weight=0.0,
+        guard=DivergenceGuard(snapshot_every=1),
+        progress=False,
+    )
     trainer.step(x[:32], y[:32])
     with torch.no_grad():
         model[0].weight[0, 0] = float("nan")
@@ -97,7 +110,7 @@ def test_guard_settings_are_validated():
 def test_an_epoch_that_passed_the_guard_is_the_rollback_point(tmp_path):
     """Short runs (fewer steps than snapshot_every) must not fall back to step 0."""
     x, y = blobs(256, seed=5)
-    loader = list(zip(x.split(32), y.split(32)))  # 8 steps per epoch
+    loader = list(zip(x.split(32), y.split(32), strict=True))  # 8 steps per epoch
     guard = DivergenceGuard(gap_threshold=1e4, loss_threshold=1e4, snapshot_every=1000, lr_factor=0.5)
     trainer = make_trainer(tmp_path / "run", guard)
     trainer.fit(loader, epochs=1)
@@ -127,8 +140,9 @@ def test_nan_weights_behind_a_finite_loss_are_never_snapshotted(tmp_path):
 
     from jemfast.train import DivergenceError, load_checkpoint
 
-    trainer = _guarded_trainer(tmp_path / "run", lambda m: torch.optim.SGD(m.parameters(), lr=0.1,
-                                                                           momentum=float("nan")))
+    trainer = _guarded_trainer(
+        tmp_path / "run", lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=float("nan"))
+    )
     x, y = blobs(64, seed=1)
     with pytest.raises(DivergenceError):
         trainer.fit(loader(x, y, batch_size=8), epochs=3, val_loader=loader(x, y, shuffle=False))
@@ -159,7 +173,8 @@ def test_checkpoints_between_syncs_hold_checked_weights_only(tmp_path):
     for state in saved:
         assert all(torch.isfinite(t).all() for t in state.values()), "a checkpoint held unchecked NaN weights"
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").is_file() or all(
-        torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"].values())
+        torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"].values()
+    )
 
 
 def test_blown_up_validation_rolls_back_instead_of_crashing(tmp_path):

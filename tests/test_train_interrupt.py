@@ -8,13 +8,14 @@ import threading
 
 import pytest
 import torch
+from test_train_trainer import blobs, mlp
 from torch import nn
 
 from jemfast.train import JEMTrainer, load_checkpoint
-from test_train_trainer import blobs, mlp
 
-pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                                reason="signal handlers live in the main thread only")
+pytestmark = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signal handlers live in the main thread only"
+)
 
 
 class SigintDuringForward(nn.Module):
@@ -40,14 +41,16 @@ class SigintDuringForward(nn.Module):
 def make_trainer(run_dir=None, **model_kwargs) -> JEMTrainer:
     model = SigintDuringForward(**model_kwargs)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    return JEMTrainer(model, opt, run_dir=run_dir, buffer_size=64, sampler_options={"n_steps": 3}, progress=False,
-                      sync_every=2)
+    return JEMTrainer(
+        model, opt, run_dir=run_dir, buffer_size=64, sampler_options={"n_steps": 3}, progress=False, sync_every=2
+    )
 
 
 def make_loader():
     x, y = blobs(96, seed=4)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True,
-                                       generator=torch.Generator().manual_seed(1))
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
 
 
 def test_ctrl_c_inside_a_step_lets_it_finish_then_resumes_exactly(tmp_path):

@@ -31,8 +31,9 @@ def mlp(seed: int = 0) -> nn.Module:
 
 def loader(x, y, batch_size=32, shuffle=True, seed=0):
     ds = torch.utils.data.TensorDataset(x, y)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle,
-                                       generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def read_records(run_dir, kind):
@@ -108,7 +109,7 @@ def test_bad_input_raises_before_any_state_changes(make_batch, error, match):
     with pytest.raises(error, match=match):
         trainer.step(bad_x, bad_y)
     assert trainer.step_count == 1
-    for p, q in zip(model.parameters(), params):
+    for p, q in zip(model.parameters(), params, strict=True):
         assert torch.equal(p, q)
     for k, v in trainer.optimizer.state.items():
         assert torch.equal(v["momentum_buffer"], opt_state[k])
@@ -137,8 +138,16 @@ def test_jem_learns_with_default_sampler(tmp_path):
     xv, yv = blobs(192, seed=7)
     model = mlp()
     opt, sched = paper_optimizer(model, steps_per_epoch=12, lr=0.05, warmup_steps=10, milestones=())
-    trainer = JEMTrainer(model, opt, scheduler=sched, run_dir=tmp_path / "run", buffer_size=256,
-                         sampler_options={"n_steps": 5}, energy_l2=0.1, progress=False)
+    trainer = JEMTrainer(
+        model,
+        opt,
+        scheduler=sched,
+        run_dir=tmp_path / "run",
+        buffer_size=256,
+        sampler_options={"n_steps": 5},
+        energy_l2=0.1,
+        progress=False,
+    )
     history = trainer.fit(loader(x, y), epochs=4, val_loader=loader(xv, yv, shuffle=False))
     assert trainer.sampler is not None and trainer.sampler.buffer.sample_shape == (DIM,)
     assert trainer.sampler.n_steps == 5
@@ -179,8 +188,14 @@ def test_batch_must_match_a_given_samplers_buffer():
 def test_bfloat16_autocast_on_cpu_trains():
     x, y = blobs(64, seed=10)
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), amp_dtype=torch.bfloat16,
-                         buffer_size=64, sampler_options={"n_steps": 2}, grad_clip=1.0)
+    trainer = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        amp_dtype=torch.bfloat16,
+        buffer_size=64,
+        sampler_options={"n_steps": 2},
+        grad_clip=1.0,
+    )
     first = trainer.step(x[:32], y[:32])
     second = trainer.step(x[32:], y[32:])
     assert math.isfinite(first["loss"]) and math.isfinite(second["e_gap"])
@@ -230,7 +245,7 @@ def test_init_model_from_takes_weights_only(tmp_path):
     target = mlp(seed=2)
     trainer = JEMTrainer(target, torch.optim.SGD(target.parameters(), lr=0.1), progress=False)
     trainer.init_model_from(tmp_path / "src" / "checkpoints" / "last.pt")
-    for p, q in zip(source.parameters(), target.parameters()):
+    for p, q in zip(source.parameters(), target.parameters(), strict=True):
         assert torch.equal(p, q)
     assert trainer.step_count == 0 and trainer.epoch == 0
     trainer.init_model_from(source.state_dict())  # a plain state_dict works too
@@ -247,8 +262,9 @@ def test_data_noise_is_added_to_training_inputs_only():
     seen = []
     model = mlp()
     model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.0), p_x_weight=0.0, data_noise=0.5,
-                         progress=False)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), p_x_weight=0.0, data_noise=0.5, progress=False
+    )
     x, y = blobs(256, seed=4)
     trainer.step(x, y)
     noise = seen[-1] - x
@@ -291,13 +307,24 @@ def test_each_step_is_an_nvtx_range_when_profiling(monkeypatch):
 
 def test_given_a_sample_shape_the_default_sampler_is_built_with_the_trainer():
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), buffer_size=64,
-                         sampler_options={"n_steps": 2}, sample_shape=(DIM,), seed=3)
+    trainer = JEMTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        buffer_size=64,
+        sampler_options={"n_steps": 2},
+        sample_shape=(DIM,),
+        seed=3,
+    )
     assert trainer.sampler is not None and trainer.sampler.buffer.sample_shape == (DIM,)
     # The same streams as a sampler built lazily at the first batch: building consumes no global RNG.
     lazy_model = mlp()
-    lazy = JEMTrainer(lazy_model, torch.optim.SGD(lazy_model.parameters(), lr=0.05), buffer_size=64,
-                      sampler_options={"n_steps": 2}, seed=3)
+    lazy = JEMTrainer(
+        lazy_model,
+        torch.optim.SGD(lazy_model.parameters(), lr=0.05),
+        buffer_size=64,
+        sampler_options={"n_steps": 2},
+        seed=3,
+    )
     x, y = blobs(32, seed=12)
     torch.manual_seed(0)
     trainer.step(x, y)
@@ -327,14 +354,20 @@ def test_resume_rolls_back_to_the_same_snapshot_as_an_uninterrupted_run(save_aft
     from jemfast.train import DivergenceGuard
 
     x, y = blobs(8 * 9, seed=13)
-    batches = [(x[i * 8:(i + 1) * 8].clone(), y[i * 8:(i + 1) * 8]) for i in range(9)]
+    batches = [(x[i * 8 : (i + 1) * 8].clone(), y[i * 8 : (i + 1) * 8]) for i in range(9)]
     batches[5] = (batches[5][0] * 1e12, batches[5][1])  # step 6 explodes: its loss passes 1e8
 
     def trainer():
         model = mlp()
-        return JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), buffer_size=32,
-                          sampler_options={"n_steps": 2}, seed=1, sample_shape=(DIM,),
-                          guard=DivergenceGuard(snapshot_every=3))
+        return JEMTrainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            buffer_size=32,
+            sampler_options={"n_steps": 2},
+            seed=1,
+            sample_shape=(DIM,),
+            guard=DivergenceGuard(snapshot_every=3),
+        )
 
     straight = trainer()
     saved = None

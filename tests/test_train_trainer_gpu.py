@@ -32,18 +32,33 @@ def _data(n: int = 96, seed: int = 0) -> torch.utils.data.TensorDataset:
 
 
 def _pinned_loader(num_workers: int = 2) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(_data(), batch_size=16, shuffle=True, num_workers=num_workers,
-                                       pin_memory=True, persistent_workers=num_workers > 0,
-                                       generator=torch.Generator().manual_seed(0))
+    return torch.utils.data.DataLoader(
+        _data(),
+        batch_size=16,
+        shuffle=True,
+        num_workers=num_workers,
+        pin_memory=True,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def _trainer(amp_dtype=None, norm="batch", cuda_graph=True, device="cuda") -> JEMTrainer:
     torch.manual_seed(0)
     model = WideResNet(depth=10, width=1, num_classes=N_CLASSES, norm=norm).to(device)
     optimizer, scheduler = paper_optimizer(model, steps_per_epoch=6, lr=0.05, warmup_steps=2, milestones=())
-    return JEMTrainer(model, optimizer, scheduler=scheduler, amp_dtype=amp_dtype, buffer_size=64,
-                      sampler_options={"n_steps": 3, "cuda_graph": cuda_graph}, energy_l2=0.1, seed=0,
-                      device=device, progress=False)
+    return JEMTrainer(
+        model,
+        optimizer,
+        scheduler=scheduler,
+        amp_dtype=amp_dtype,
+        buffer_size=64,
+        sampler_options={"n_steps": 3, "cuda_graph": cuda_graph},
+        energy_l2=0.1,
+        seed=0,
+        device=device,
+        progress=False,
+    )
 
 
 def _assert_trained(trainer: JEMTrainer, before: list[torch.Tensor]) -> None:

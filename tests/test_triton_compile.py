@@ -27,8 +27,9 @@ triton = pytest.importorskip("triton")
 NVIDIA_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 CUOBJDUMP = NVIDIA_BIN / "cuobjdump"
 
-pytestmark = pytest.mark.skipif(not (NVIDIA_BIN / "ptxas").is_file() or not CUOBJDUMP.is_file(),
-                                reason="this Triton build ships no ptxas/cuobjdump")
+pytestmark = pytest.mark.skipif(
+    not (NVIDIA_BIN / "ptxas").is_file() or not CUOBJDUMP.is_file(), reason="this Triton build ships no ptxas/cuobjdump"
+)
 
 COMPILE_SCRIPT = r"""
 import json, re, subprocess, sys, tempfile
@@ -94,8 +95,13 @@ print(json.dumps(results))
 def compiled() -> dict[str, dict[str, int]]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when unset; 1 is its current default
-    proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, str(CUOBJDUMP), "90"], capture_output=True,
-                          text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT, str(CUOBJDUMP), "90"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if proc.returncode != 0:
         pytest.fail(f"ahead-of-time compilation failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -31,7 +31,8 @@ are compared in float64, so a float32 confidence is binned by its exact value
 from __future__ import annotations
 
 import logging
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,9 +79,7 @@ def as_labels(labels, n_classes: int | None = None, name: str = "labels") -> np.
         bad = (arr < 0) | (arr >= n_classes)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"{name}[{i}] = {int(arr[i])} is out of range; expected a class index in [0, {n_classes})"
-            )
+            raise ValueError(f"{name}[{i}] = {int(arr[i])} is out of range; expected a class index in [0, {n_classes})")
     return arr
 
 
@@ -131,10 +130,7 @@ def _check_probs(probs: np.ndarray) -> None:
 def _resolve(labels, logits, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Validate inputs; return (labels int64, probs float64, log-probs or None)."""
     if (logits is None) == (probs is None):
-        raise ValueError(
-            "pass exactly one of logits= or probs=, got "
-            + ("both" if logits is not None else "neither")
-        )
+        raise ValueError("pass exactly one of logits= or probs=, got " + ("both" if logits is not None else "neither"))
     if logits is not None:
         scores = as_scores(logits, "logits")
         log_p = log_softmax(scores)
@@ -145,9 +141,7 @@ def _resolve(labels, logits, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray 
         log_p = None
     y = as_labels(labels, n_classes=p.shape[1])
     if y.shape[0] != p.shape[0]:
-        raise ValueError(
-            f"labels has {y.shape[0]} entries but the scores have {p.shape[0]} rows; expected the same N"
-        )
+        raise ValueError(f"labels has {y.shape[0]} entries but the scores have {p.shape[0]} rows; expected the same N")
     return y, p, log_p
 
 
@@ -380,4 +374,3 @@ def evaluate_logits(labels, logits, n_bins: int = 15) -> dict[str, float]:
         "brier": brier_score(y, probs=p),
         "n": int(y.shape[0]),
     }
-

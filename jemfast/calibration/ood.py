@@ -90,9 +90,7 @@ def input_gradient_norm(model: torch.nn.Module, x: torch.Tensor, temperature: fl
         inputs = x.detach().clone().requires_grad_(True)
         logits = model(inputs)
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"model returned shape {tuple(logits.shape)}; expected logits of shape ({x.shape[0]}, C)"
-            )
+            raise ValueError(f"model returned shape {tuple(logits.shape)}; expected logits of shape ({x.shape[0]}, C)")
         log_px = temperature * torch.logsumexp(logits / temperature, dim=1)
         (grad,) = torch.autograd.grad(log_px.sum(), inputs)
     return grad.flatten(1).norm(dim=1).detach()

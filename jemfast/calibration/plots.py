@@ -62,12 +62,25 @@ def _draw_reliability(ax, labels, probs: np.ndarray, n_bins: int, title: str | N
     ax.bar(lefts, acc, width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
     # The gap bar spans from the accuracy to the mean confidence of the bin.
     ax.bar(
-        lefts, conf - acc, bottom=acc, width=width, align="edge", color="tab:red", alpha=0.3,
-        edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap",
+        lefts,
+        conf - acc,
+        bottom=acc,
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        hatch="//",
+        linewidth=0.5,
+        label="gap",
     )
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
     ax.text(
-        0.04, 0.95, f"ECE = {100 * ece:.2f}%", transform=ax.transAxes, va="top",
+        0.04,
+        0.95,
+        f"ECE = {100 * ece:.2f}%",
+        transform=ax.transAxes,
+        va="top",
         bbox=dict(boxstyle="round", facecolor="white", alpha=0.8),
     )
     ax.set_xlim(0, 1)
@@ -120,12 +133,21 @@ def confidence_histogram(
     weights = np.full(conf.shape, 1.0 / conf.size)
     fig, ax = _new_figure(5.0, 3.8)
     ax.hist(
-        [conf[correct], conf[~correct]], bins=edges, weights=[weights[correct], weights[~correct]],
-        stacked=True, color=["tab:green", "tab:red"], edgecolor="black", linewidth=0.5,
+        [conf[correct], conf[~correct]],
+        bins=edges,
+        weights=[weights[correct], weights[~correct]],
+        stacked=True,
+        color=["tab:green", "tab:red"],
+        edgecolor="black",
+        linewidth=0.5,
         label=["correct", "incorrect"],
     )
-    ax.axvline(correct.mean(), color="black", linestyle="--", linewidth=1, label=f"accuracy {100 * correct.mean():.1f}%")
-    ax.axvline(conf.mean(), color="tab:blue", linestyle=":", linewidth=1.5, label=f"mean confidence {100 * conf.mean():.1f}%")
+    ax.axvline(
+        correct.mean(), color="black", linestyle="--", linewidth=1, label=f"accuracy {100 * correct.mean():.1f}%"
+    )
+    ax.axvline(
+        conf.mean(), color="tab:blue", linestyle=":", linewidth=1.5, label=f"mean confidence {100 * conf.mean():.1f}%"
+    )
     ax.set_xlim(0, 1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("fraction of examples")
@@ -140,7 +162,7 @@ def _plot_series(ax, records: list[dict], keys: tuple[str, ...]) -> bool:
     for key in keys:
         points = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         if points:
-            epochs, values = zip(*points)
+            epochs, values = zip(*points, strict=True)
             ax.plot(epochs, values, marker="o", markersize=3, label=key)
             drawn = True
     return drawn
@@ -157,9 +179,12 @@ def training_curves(metrics_jsonl_path: str | os.PathLike, path: str | os.PathLi
     path = _check_path(path)
     records = read_epoch_records(metrics_jsonl_path)
     if not records:
-        raise ValueError(f"{metrics_jsonl_path} has no records with \"kind\": \"epoch\"; nothing to plot")
+        raise ValueError(f'{metrics_jsonl_path} has no records with "kind": "epoch"; nothing to plot')
     fig, (ax_acc, ax_nll) = _new_figure(9.0, 3.6, ncols=2)
-    panels = ((ax_acc, ("train_acc", "val_acc"), "accuracy (%)"), (ax_nll, ("train_nll", "train_ce", "val_nll"), "NLL (nats)"))
+    panels = (
+        (ax_acc, ("train_acc", "val_acc"), "accuracy (%)"),
+        (ax_nll, ("train_nll", "train_ce", "val_nll"), "NLL (nats)"),
+    )
     for ax, keys, ylabel in panels:
         if _plot_series(ax, records, keys):
             ax.legend(fontsize="small")
@@ -171,9 +196,11 @@ def training_curves(metrics_jsonl_path: str | os.PathLike, path: str | os.PathLi
     return _save(fig, path)
 
 
-
 def compare_reliability(
-    softmax_preds, energy_preds, path: str | os.PathLike, n_bins: int = 15,
+    softmax_preds,
+    energy_preds,
+    path: str | os.PathLike,
+    n_bins: int = 15,
     titles: tuple[str, str] = ("softmax", "energy model"),
 ) -> Path:
     """Reliability diagrams of the softmax and the energy model side by side.
@@ -185,7 +212,7 @@ def compare_reliability(
     _check_n_bins(n_bins)
     panels = [as_predictions(softmax_preds, "softmax_preds"), as_predictions(energy_preds, "energy_preds")]
     fig, axes = _new_figure(9.0, 4.5, ncols=2)
-    for ax, preds, title in zip(axes, panels, titles):
+    for ax, preds, title in zip(axes, panels, titles, strict=True):
         y, p, _ = _resolve(preds.labels, preds.logits, None)
         _draw_reliability(ax, y, p, n_bins, title)
     return _save(fig, path)

@@ -76,7 +76,7 @@ class Predictions:
         _, first = np.unique(self.subsets, return_index=True)
         return [str(self.subsets[i]) for i in sorted(first)]
 
-    def subset(self, name: str) -> "Predictions":
+    def subset(self, name: str) -> Predictions:
         """The predictions of the examples whose subset is ``name``.
 
         Raises ValueError when there are no subsets or ``name`` is not one of them.
@@ -108,7 +108,7 @@ class Predictions:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Predictions":
+    def load(cls, path: str | os.PathLike) -> Predictions:
         """Read predictions written by :meth:`save` (``np.load`` with ``allow_pickle=False``).
 
         Raises FileNotFoundError for a missing file and ValueError naming the
@@ -154,7 +154,7 @@ def _write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def as_predictions(preds, name: str = "predictions") -> "Predictions":
+def as_predictions(preds, name: str = "predictions") -> Predictions:
     """``preds`` itself when it is a Predictions, else loaded from a ``.npz`` path."""
     if isinstance(preds, Predictions):
         return preds

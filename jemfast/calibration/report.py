@@ -28,7 +28,6 @@ ALL_SUBSETS = "all"
 RUN_KEYS = ("softmax_dev", "softmax_test", "energy_dev", "energy_test")
 
 
-
 def _rows_for(
     method: str, test: Predictions, calibrator: Calibrator | None, n_bins: int, n_bootstrap: int, seed: int
 ) -> list[dict]:
@@ -50,7 +49,11 @@ def _rows_for(
         }
         if n_bootstrap > 0:
             ci = bootstrap_ci(
-                expected_calibration_error, preds.labels, logits=logits, n_resamples=n_bootstrap, seed=seed,
+                expected_calibration_error,
+                preds.labels,
+                logits=logits,
+                n_resamples=n_bootstrap,
+                seed=seed,
                 n_bins=n_bins,
             )
             row["ece_low"], row["ece_high"] = 100.0 * ci.low, 100.0 * ci.high
@@ -59,8 +62,14 @@ def _rows_for(
 
 
 def compare_models(
-    softmax_dev, softmax_test, energy_dev, energy_test, n_bins: int = 15,
-    calibrator_dir: str | os.PathLike | None = None, n_bootstrap: int = 0, seed: int = 0,
+    softmax_dev,
+    softmax_test,
+    energy_dev,
+    energy_test,
+    n_bins: int = 15,
+    calibrator_dir: str | os.PathLike | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
 ) -> list[dict]:
     """Evaluate the five methods of the paper's calibration table on one task.
 
@@ -83,7 +92,7 @@ def compare_models(
     """
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be a non-negative int, got {n_bootstrap!r}")
-    named = dict(zip(RUN_KEYS, (softmax_dev, softmax_test, energy_dev, energy_test)))
+    named = dict(zip(RUN_KEYS, (softmax_dev, softmax_test, energy_dev, energy_test), strict=True))
     preds = {key: as_predictions(value, key) for key, value in named.items()}
     for model in ("softmax", "energy"):
         dev, test = preds[f"{model}_dev"], preds[f"{model}_test"]
@@ -142,9 +151,11 @@ def _markdown(rows: Sequence[Mapping], title: str) -> str:
     tasks = _unique(row.get("task") for row in rows)
     subsets = _unique(row.get("subset", ALL_SUBSETS) for row in rows)
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         "ECE and ACC in percent, NLL in nats; best ECE per column in bold; "
-        "brackets give a 95% bootstrap interval where computed.", "",
+        "brackets give a 95% bootstrap interval where computed.",
+        "",
     ]
     for subset in subsets:
         if len(subsets) > 1:
@@ -157,9 +168,7 @@ def _markdown(rows: Sequence[Mapping], title: str) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
         cell = {(r.get("task"), r["method"]): r for r in in_subset}
-        best_ece = {
-            task: min((r["ece"] for r in in_subset if r.get("task") == task), default=None) for task in tasks
-        }
+        best_ece = {task: min((r["ece"] for r in in_subset if r.get("task") == task), default=None) for task in tasks}
         for method in _unique(r["method"] for r in in_subset):
             out = [str(method)]
             for task in tasks:
@@ -193,14 +202,21 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out_dir / f"{name}.md", out_dir / f"{name}.json"
     md_path.write_text(_markdown(rows, title), encoding="utf-8")
-    json_path.write_text(json.dumps({"title": title, "rows": [dict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(
+        json.dumps({"title": title, "rows": [dict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8"
+    )
     logger.info("wrote %s and %s", md_path, json_path)
     return md_path, json_path
 
 
 def report_runs(
-    runs: Mapping[str, Mapping[str, object]], out_dir: str | os.PathLike, n_bins: int = 15,
-    title: str = "Calibration", name: str = "calibration", n_bootstrap: int = 0, seed: int = 0,
+    runs: Mapping[str, Mapping[str, object]],
+    out_dir: str | os.PathLike,
+    n_bins: int = 15,
+    title: str = "Calibration",
+    name: str = "calibration",
+    n_bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[Path, Path]:
     """Compare the five methods on several tasks and write one report, in one call.
 
@@ -225,7 +241,10 @@ def report_runs(
     rows = []
     for task, splits in runs.items():
         task_rows = compare_models(
-            *(splits[key] for key in RUN_KEYS), n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed,
+            *(splits[key] for key in RUN_KEYS),
+            n_bins=n_bins,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
             calibrator_dir=Path(out_dir) / "calibrators" / str(task),
         )
         rows.extend({"task": str(task), **row} for row in task_rows)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class Calibrator:
     def is_fitted(self) -> bool:
         return self.n_classes is not None
 
-    def fit(self, logits, labels) -> "Calibrator":
+    def fit(self, logits, labels) -> Calibrator:
         """Fit on held-out ``logits`` (N, C) and integer ``labels`` (N,); returns self."""
         z, y = _validate_fit_inputs(logits, labels)
         before = _mean_nll(z, y)
@@ -97,7 +98,10 @@ class Calibrator:
         self.n_classes = z.shape[1]
         logger.info(
             "%s fitted on %d examples: NLL %.4f -> %.4f nats",
-            type(self).__name__, y.shape[0], before, _mean_nll(self._apply(z), y),
+            type(self).__name__,
+            y.shape[0],
+            before,
+            _mean_nll(self._apply(z), y),
         )
         return self
 
@@ -216,7 +220,8 @@ class TemperatureScaling(Calibrator):
         if g_hi <= 0.0:
             logger.warning(
                 "TemperatureScaling: NLL still falls at T = %g (all fit examples nearly separable); "
-                "T set to its minimum", self.min_temperature,
+                "T set to its minimum",
+                self.min_temperature,
             )
             self.temperature = self.min_temperature
             return
@@ -275,8 +280,14 @@ def _minimise_nll(
     w = np.full(n, 1.0 / n) if sample_weights is None else sample_weights / sample_weights.sum()
     theta = torch.from_numpy(theta0.astype(np.float64).copy())
     optimiser = torch.optim.LBFGS(
-        [theta], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-9,
-        tolerance_change=1e-15, history_size=20, line_search_fn="strong_wolfe",
+        [theta],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-15,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -436,7 +447,12 @@ class LogisticScaling(Calibrator):
 
     def _params(self) -> dict[str, Any]:
         scale = self.scale.tolist() if self.vector_scale else float(self.scale)
-        return {"vector_scale": self.vector_scale, "balanced": self.balanced, "scale": scale, "bias": self.bias.tolist()}
+        return {
+            "vector_scale": self.vector_scale,
+            "balanced": self.balanced,
+            "scale": scale,
+            "bias": self.bias.tolist(),
+        }
 
     def _set_params(self, state: dict[str, Any]) -> None:
         c = state["n_classes"]

@@ -142,9 +142,7 @@ def load_audio(
     check_sample_range(path, samples)
     wave = resample(to_mono(samples), native, sample_rate)
     if wave.shape[0] < min_samples:
-        raise AudioError(
-            path, "too_short", f"{wave.shape[0]} samples at {sample_rate} Hz, need at least {min_samples}"
-        )
+        raise AudioError(path, "too_short", f"{wave.shape[0]} samples at {sample_rate} Hz, need at least {min_samples}")
     if not np.all(np.isfinite(wave)):
         raise AudioError(path, "non_finite", "the resampled samples contain NaN or infinity")
     return wave

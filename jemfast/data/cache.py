@@ -33,9 +33,9 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from .manifest import ManifestRow, read_manifest
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_RECIPE = FeatureRecipe()  # frozen: one shared default is safe
 INDEX_NAME = "index.json"
 FEATURES_NAME = "features.f32"
 INDEX_FORMAT = 1
@@ -106,7 +107,7 @@ def manifest_fingerprint(manifest_path: str | os.PathLike, rows: list[ManifestRo
     return digest.hexdigest()
 
 
-def _extract_one(job: tuple[int, str, Optional[float], Optional[float], dict, int]):
+def _extract_one(job: tuple[int, str, float | None, float | None, dict, int]):
     """Worker: features (frames, n_mels) of one row, or the AudioError that stopped it."""
     index, path, start, end, recipe_dict, min_samples = job
     recipe = FeatureRecipe.from_dict(recipe_dict)
@@ -148,7 +149,7 @@ def remove_stale_staging(cache_dir: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _folder_identity(path: Path) -> Optional[tuple[int, int, int]]:
+def _folder_identity(path: Path) -> tuple[int, int, int] | None:
     """(device, inode, mtime) of a folder, None when absent: tells whether it was replaced meanwhile."""
     try:
         stat = path.stat()
@@ -177,7 +178,7 @@ def _move_aside_and_delete(directory: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _install(staging: Path, directory: Path, usable_existing: Callable[[], Optional["FeatureCache"]]):
+def _install(staging: Path, directory: Path, usable_existing: Callable[[], FeatureCache | None]):
     """Rename the finished ``staging`` folder to ``directory``.
 
     When ``directory`` exists, ``usable_existing()`` decides: a cache it returns
@@ -215,7 +216,7 @@ class FeatureCache:
         self.fingerprint: str = index["fingerprint"]
         self.total_frames: int = int(index["total_frames"])
         self._position = {e.utt_id: i for i, e in enumerate(self.entries)}
-        self._array: Optional[np.memmap] = None
+        self._array: np.memmap | None = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class FeatureCache:
         return Path(cache_dir) / recipe.key()
 
     @classmethod
-    def open(cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe = FeatureRecipe()) -> "FeatureCache":
+    def open(cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe = DEFAULT_RECIPE) -> FeatureCache:
         """Open the cache of ``recipe`` under ``cache_dir``.
 
         Raises FileNotFoundError if no cache was built with this recipe there,
@@ -257,13 +258,13 @@ class FeatureCache:
         cls,
         manifest_path: str | os.PathLike,
         cache_dir: str | os.PathLike,
-        recipe: FeatureRecipe = FeatureRecipe(),
-        workers: Optional[int] = None,
+        recipe: FeatureRecipe = DEFAULT_RECIPE,
+        workers: int | None = None,
         on_error: str = "raise",
         min_samples: int = DEFAULT_MIN_SAMPLES,
         progress: bool = True,
         rebuild: bool = False,
-    ) -> "FeatureCache":
+    ) -> FeatureCache:
         """Extract features of every utterance of a manifest into ``cache_dir/<recipe.key()>``.
 
         ``workers``: processes for extraction (None: all CPU cores, 0 or 1: in
@@ -302,7 +303,9 @@ class FeatureCache:
                 if existing.skipped:
                     logger.warning(
                         "feature cache %s leaves out %d of %d utterances, skipped when it was built: %s",
-                        directory, len(existing.skipped), len(existing.skipped) + len(existing),
+                        directory,
+                        len(existing.skipped),
+                        len(existing.skipped) + len(existing),
                         describe_skipped(existing.skipped),
                     )
                 return existing
@@ -310,7 +313,7 @@ class FeatureCache:
         # during the build was installed by a concurrent build and is kept if usable.
         replaceable = _folder_identity(directory) if rebuild else None
 
-        def usable_existing() -> Optional[FeatureCache]:
+        def usable_existing() -> FeatureCache | None:
             if replaceable is not None and _folder_identity(directory) == replaceable:
                 return None
             return cls._usable(cache_dir, recipe, fingerprint, on_error)
@@ -383,7 +386,7 @@ class FeatureCache:
     @classmethod
     def _usable(
         cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe, fingerprint: str, on_error: str, warn: bool = False
-    ) -> Optional["FeatureCache"]:
+    ) -> FeatureCache | None:
         """The cache under ``cache_dir`` if it opens, matches ``fingerprint`` and suits ``on_error``; else None.
 
         A strict build (``on_error="raise"``) accepts no cache with skipped utterances.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Iterator, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .cache import FeatureCache
 from .manifest import read_labels, read_manifest
 
-LabelsLike = Union[Sequence[str], str, os.PathLike]
+LabelsLike = Sequence[str] | str | os.PathLike
 
 
 def _label_indices(cache: FeatureCache, labels: LabelsLike) -> tuple[list[str], np.ndarray]:
@@ -99,7 +99,7 @@ class UtteranceDataset(Dataset):
     its subset name ("" when the manifest has none).
     """
 
-    def __init__(self, cache: FeatureCache, labels: LabelsLike, subset: Optional[str] = None) -> None:
+    def __init__(self, cache: FeatureCache, labels: LabelsLike, subset: str | None = None) -> None:
         if not isinstance(cache, FeatureCache):
             raise TypeError(f"cache must be a FeatureCache, got {type(cache).__name__}")
         self.cache = cache
@@ -207,7 +207,7 @@ def make_eval_loader(dataset: UtteranceDataset, batch_size: int = 1, num_workers
     )
 
 
-def list_subsets(source: Union[FeatureCache, str, os.PathLike]) -> list[str]:
+def list_subsets(source: FeatureCache | str | os.PathLike) -> list[str]:
     """Non-empty subset names of a cache or a manifest file, in order of first appearance."""
     if isinstance(source, FeatureCache):
         return source.subsets()

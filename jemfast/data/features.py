@@ -26,7 +26,6 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -56,7 +55,7 @@ class FeatureRecipe:
     cmvn: bool = True
     cmvn_eps: float = 1e-5
     fmin: float = 0.0
-    fmax: Optional[float] = None
+    fmax: float | None = None
     center: bool = True
     mel_norm: str = "slaney"
     htk: bool = False
@@ -100,7 +99,7 @@ class FeatureRecipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FeatureRecipe":
+    def from_dict(cls, values: dict) -> FeatureRecipe:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -218,7 +217,7 @@ class TorchLogMel(nn.Module):
             return 1 + torch.div(lengths, hop, rounding_mode="floor")
         return (1 + torch.div(lengths - self.recipe.n_fft, hop, rounding_mode="floor")).clamp_min(0)
 
-    def forward(self, waves: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if waves.dim() != 2:
             raise ValueError(f"TorchLogMel expects waves of shape (B, samples), got {tuple(waves.shape)}")
         if not waves.is_floating_point():

@@ -20,9 +20,9 @@ import os
 import random
 import shlex
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .audio import AudioError, audio_info
 from .manifest import ManifestRow, write_labels, write_manifest
@@ -46,7 +46,7 @@ class ImportReport:
     """What an import wrote and what it left out."""
 
     manifests: dict[str, Path] = field(default_factory=dict)
-    labels: Optional[Path] = None
+    labels: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
@@ -56,7 +56,7 @@ def _check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
-def _duration(path: Path, on_error: str, report: ImportReport) -> Optional[float]:
+def _duration(path: Path, on_error: str, report: ImportReport) -> float | None:
     try:
         info = audio_info(path)
         if info.frames == 0:
@@ -70,9 +70,7 @@ def _duration(path: Path, on_error: str, report: ImportReport) -> Optional[float
     return info.duration
 
 
-def _write_split(
-    out_dir: Path, split: str, rows: list[ManifestRow], report: ImportReport
-) -> None:
+def _write_split(out_dir: Path, split: str, rows: list[ManifestRow], report: ImportReport) -> None:
     path = out_dir / f"{split}.csv"
     write_manifest(path, rows)
     report.manifests[split] = path
@@ -115,9 +113,9 @@ def _wav_scp_path(value: str, scp: Path, key: str) -> Path:
 def read_kaldi_dir(
     data_dir: str | os.PathLike,
     subset: str = "",
-    label_file: Optional[str] = None,
+    label_file: str | None = None,
     on_error: str = "raise",
-    report: Optional[ImportReport] = None,
+    report: ImportReport | None = None,
 ) -> list[ManifestRow]:
     """Rows of a Kaldi data directory.
 
@@ -157,7 +155,7 @@ def read_kaldi_dir(
     if missing_labels:
         raise ValueError(f"{data_dir / label_file}: no label for utterances {missing_labels[:5]} ...")
     rows = []
-    durations: dict[str, Optional[float]] = {}
+    durations: dict[str, float | None] = {}
     for utt in sorted(segments):
         rec, start, end = segments[utt]
         if rec not in durations:
@@ -192,7 +190,7 @@ def import_kaldi_dir(
     data_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
     subset: str = "",
-    label_file: Optional[str] = None,
+    label_file: str | None = None,
     on_error: str = "raise",
 ) -> ImportReport:
     """Write the manifest of one Kaldi data directory (see :func:`read_kaldi_dir`)."""
@@ -218,7 +216,7 @@ def _subset_of(name: str) -> str:
 def import_ap17_olr(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
-    labels: Optional[Sequence[str]] = None,
+    labels: Sequence[str] | None = None,
     on_error: str = "raise",
 ) -> ImportReport:
     """Write train/dev/test manifests and labels.txt for AP17-OLR (10 languages).
@@ -274,7 +272,7 @@ def import_casia(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
     speaker_independent: bool = False,
-    test_speakers: Optional[Sequence[str]] = None,
+    test_speakers: Sequence[str] | None = None,
     dev_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -360,7 +358,7 @@ def age_group_names(boundaries: Sequence[int] = DEFAULT_AGE_BOUNDARIES) -> list[
     if not boundaries or any(b <= 0 for b in boundaries) or boundaries != sorted(set(boundaries)):
         raise ValueError(f"age boundaries must be positive and strictly increasing, got {boundaries}")
     names = [f"under{boundaries[0]}"]
-    names += [f"{lo}to{hi - 1}" for lo, hi in zip(boundaries[:-1], boundaries[1:])]
+    names += [f"{lo}to{hi - 1}" for lo, hi in zip(boundaries[:-1], boundaries[1:], strict=True)]
     names.append(f"{boundaries[-1]}plus")
     return names
 
@@ -368,7 +366,7 @@ def age_group_names(boundaries: Sequence[int] = DEFAULT_AGE_BOUNDARIES) -> list[
 def age_group(age: float, boundaries: Sequence[int] = DEFAULT_AGE_BOUNDARIES) -> str:
     """Name of the age group that ``age`` (years) falls in."""
     names = age_group_names(boundaries)
-    for name, bound in zip(names, boundaries):
+    for name, bound in zip(names[:-1], boundaries, strict=True):  # the last group has no upper bound
         if age < bound:
             return name
     return names[-1]
@@ -487,4 +485,3 @@ def import_voxceleb_age(
     report.labels = out_dir / "labels.txt"
     write_labels(report.labels, names)
     return report
-

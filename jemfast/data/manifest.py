@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
 
 REQUIRED_COLUMNS = ("utt_id", "path", "label", "speaker", "subset", "duration")
 OPTIONAL_COLUMNS = ("start", "end")
@@ -38,8 +38,8 @@ class ManifestRow:
     speaker: str = ""
     subset: str = ""
     duration: float = 0.0
-    start: Optional[float] = None
-    end: Optional[float] = None
+    start: float | None = None
+    end: float | None = None
 
     def __post_init__(self) -> None:
         if not self.utt_id:
@@ -59,7 +59,7 @@ class ManifestRow:
         return path if path.is_absolute() else Path(base_dir) / path
 
 
-def _parse_optional_float(text: str, column: str, where: str) -> Optional[float]:
+def _parse_optional_float(text: str, column: str, where: str) -> float | None:
     text = (text or "").strip()
     if text == "":
         return None
@@ -142,7 +142,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     return rows
 
 
-def _format_float(value: Optional[float]) -> str:
+def _format_float(value: float | None) -> str:
     # Microsecond resolution: exact enough for segment bounds, stable across runs.
     if value is None:
         return ""
@@ -205,4 +205,3 @@ def check_labels(rows: Iterable[ManifestRow], labels: list[str], source: str = "
     for row in rows:
         if row.label not in known:
             raise ValueError(f"{source}: utterance {row.utt_id!r} has label {row.label!r}, expected one of {labels}")
-

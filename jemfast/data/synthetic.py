@@ -61,7 +61,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -251,9 +250,7 @@ def _language_classes() -> list[dict]:
         weights = np.full(len(_VOWELS), 0.01)
         weights[members] = rng.dirichlet(np.full(6, 2.0)) + 0.05
         tonal = lang % 3 == 0
-        tones = (
-            np.column_stack([rng.uniform(-2.0, 2.0, 4), rng.uniform(-4.0, 4.0, 4)]) if tonal else np.zeros((0, 2))
-        )
+        tones = np.column_stack([rng.uniform(-2.0, 2.0, 4), rng.uniform(-4.0, 4.0, 4)]) if tonal else np.zeros((0, 2))
         classes.append(
             dict(
                 name=f"lang{lang}",
@@ -405,7 +402,7 @@ def generate_corpus(
     task: str = "language",
     n_per_class: int = 20,
     seed: int = 0,
-    n_eval_per_class: Optional[int] = None,
+    n_eval_per_class: int | None = None,
     train_seconds: tuple[float, float] = (1.0, 3.0),
     age_boundaries: tuple[int, ...] = DEFAULT_AGE_BOUNDARIES,
     overwrite: bool = False,

@@ -147,7 +147,7 @@ class WideResNet(nn.Module):
         self.first_layer = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=True)
         groups = []
         channels = 16
-        for group_width, stride in zip(group_widths, (1, 2, 2)):
+        for group_width, stride in zip(group_widths, (1, 2, 2), strict=True):
             blocks = []
             for i in range(self.blocks_per_group):
                 blocks.append(PreActBlock(channels, group_width, stride if i == 0 else 1, norm, float(dropout)))
@@ -199,9 +199,7 @@ class WideResNet(nn.Module):
         # Shape checks only: they read metadata, never values, so they cost no
         # device sync and trace cleanly under torch.compile.
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected input of shape (N, {self.in_channels}, F, T), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of shape (N, {self.in_channels}, F, T), got {tuple(x.shape)}")
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, width={self.width}, num_classes={self.num_classes}, norm={self.norm!r}"

@@ -4,5 +4,12 @@ from jemfast.sampling.buffer import ReplayBuffer
 from jemfast.sampling.norm_stats import frozen_norm_statistics, reestimate_norm_statistics
 from jemfast.sampling.sampler import PRESETS, SGLDSampler, input_gradient_only, model_mode
 
-__all__ = ["ReplayBuffer", "SGLDSampler", "PRESETS", "input_gradient_only", "model_mode",
-           "frozen_norm_statistics", "reestimate_norm_statistics"]
+__all__ = [
+    "ReplayBuffer",
+    "SGLDSampler",
+    "PRESETS",
+    "input_gradient_only",
+    "model_mode",
+    "frozen_norm_statistics",
+    "reestimate_norm_statistics",
+]

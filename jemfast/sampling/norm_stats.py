@@ -27,7 +27,7 @@ repair for models trained elsewhere with polluted statistics.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -36,9 +36,11 @@ __all__ = ["frozen_norm_statistics", "reestimate_norm_statistics", "norm_layers"
 
 
 def norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
-    """The model's layers that keep running statistics (BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm with tracking)."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    """The model's layers that keep running statistics.
+
+    BatchNorm1d/2d/3d, SyncBatchNorm, and InstanceNorm with ``track_running_stats``.
+    """
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
 
 
 @contextlib.contextmanager

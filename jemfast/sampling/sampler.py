@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -246,7 +247,7 @@ class SGLDSampler:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def preset(cls, name: str, model: nn.Module, buffer: ReplayBuffer, **overrides: Any) -> "SGLDSampler":
+    def preset(cls, name: str, model: nn.Module, buffer: ReplayBuffer, **overrides: Any) -> SGLDSampler:
         """A sampler with a reference implementation's defaults ("jem", "jempp", "sadajem").
 
         See :data:`PRESETS` for each preset's values and source; ``overrides`` replace any of them.
@@ -280,8 +281,12 @@ class SGLDSampler:
             if self._graphs is None:
                 self._graphs = GraphCache("the SGLD chain", self.buffer.device, preserve=self._capture_preserved)
             with nvtx_range("sgld/graph_replay", self.nvtx):
-                return self._graphs.run(self.capture_key(), (batch_size, y is not None),
-                                        lambda y, warmup: self.sample_eager(batch_size, y, write_back=not warmup), y)
+                return self._graphs.run(
+                    self.capture_key(),
+                    (batch_size, y is not None),
+                    lambda y, warmup: self.sample_eager(batch_size, y, write_back=not warmup),
+                    y,
+                )
         return self.sample_eager(batch_size, y)
 
     def capture_key(self) -> tuple:
@@ -327,8 +332,12 @@ class SGLDSampler:
 
         x: (B, *sample_shape) tensor not requiring grad; y: optional (B,) labels.
         """
-        with (input_gradient_only(self.model), model_mode(self.model, self.model_mode),
-              frozen_norm_statistics(self.model), torch.enable_grad()):
+        with (
+            input_gradient_only(self.model),
+            model_mode(self.model, self.model_mode),
+            frozen_norm_statistics(self.model),
+            torch.enable_grad(),
+        ):
             if self.method == "sgld":
                 for _ in range(self.n_steps):
                     with nvtx_range("sgld/step", self.nvtx):

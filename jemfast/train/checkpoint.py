@@ -28,7 +28,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,13 +174,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def _verify_checksum(path: Path, state: dict[str, Any], stored: Optional[Any]) -> None:
+def _verify_checksum(path: Path, state: dict[str, Any], stored: Any | None) -> None:
     """Raise CheckpointError naming ``path`` unless ``state`` matches the ``stored`` checksum record."""
     if stored is None:
         logger.debug("checkpoint %s has no checksum (written by an older version); loading it unverified", path)
         return
-    if not (isinstance(stored, dict) and stored.get("algorithm") == CHECKSUM_ALGORITHM
-            and isinstance(stored.get("digest"), str)):
+    if not (
+        isinstance(stored, dict)
+        and stored.get("algorithm") == CHECKSUM_ALGORITHM
+        and isinstance(stored.get("digest"), str)
+    ):
         raise CheckpointError(
             f"checkpoint {str(path)!r} has a malformed checksum record {stored!r}; "
             f"expected {{'algorithm': {CHECKSUM_ALGORITHM!r}, 'digest': <hex>}}"
@@ -202,8 +205,13 @@ def capture_rng_state() -> dict[str, Any]:
     py_state = random.getstate()
     state: dict[str, Any] = {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -14,8 +14,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["is_distributed", "get_rank", "get_world_size", "unwrap_model", "all_reduce_max_", "all_gather_objects",
-           "broadcast_object", "barrier"]
+__all__ = [
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "unwrap_model",
+    "all_reduce_max_",
+    "all_gather_objects",
+    "broadcast_object",
+    "barrier",
+]
 
 
 def is_distributed() -> bool:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["StepInterrupts"]
 
@@ -76,8 +76,10 @@ class StepInterrupts:
     def _on_sigint(self, signum, frame) -> None:
         if self._in_step and not self._pending:
             self._pending = True
-            logger.warning("interrupt received: finishing the current step first (Ctrl-C again to stop at once, "
-                           "without a checkpoint)")
+            logger.warning(
+                "interrupt received: finishing the current step first (Ctrl-C again to stop at once, "
+                "without a checkpoint)"
+            )
             return
         if self._in_step:
             self.torn = True

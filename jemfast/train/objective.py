@@ -40,10 +40,10 @@ class JEMObjective:
     """
 
     loss: torch.Tensor
-    ce: torch.Tensor        # -log p(y | x), nats, mean over the batch
-    e_data: torch.Tensor    # mean E(x)
+    ce: torch.Tensor  # -log p(y | x), nats, mean over the batch
+    e_data: torch.Tensor  # mean E(x)
     e_samples: torch.Tensor  # mean E(x~)
-    e_gap: torch.Tensor     # e_data - e_samples
+    e_gap: torch.Tensor  # e_data - e_samples
 
 
 def jem_objective(

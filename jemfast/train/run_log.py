@@ -19,8 +19,8 @@ import importlib.util
 import json
 import logging
 import math
-import sys
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any

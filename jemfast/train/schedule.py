@@ -8,7 +8,7 @@ fields and the schedule round-trips through a checkpoint.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -10,8 +10,7 @@ its sync interval.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -76,7 +75,7 @@ class StepMetrics(Mapping):
             if values is None:
                 values = self._values.tolist()
             data = dict(self._head)
-            data.update(zip(DEVICE_METRICS, (float(v) for v in values)))
+            data.update(zip(DEVICE_METRICS, (float(v) for v in values), strict=True))
             data["acc"] *= 100.0
             data["lr"] = float(self._lr)
             t_start, t_sampled, t_end = self._marks

@@ -33,11 +33,11 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from jemfast.ops.philox import derive_seed
@@ -63,8 +63,21 @@ __all__ = ["JEMTrainer", "NonFiniteLogits"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "jemfast.trainer/1"
-_STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "rollbacks", "lr_scale", "best_val_nll",
-               "n_classes", "sample_shape", "fit", "ranks")
+_STATE_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step",
+    "epoch",
+    "rollbacks",
+    "lr_scale",
+    "best_val_nll",
+    "n_classes",
+    "sample_shape",
+    "fit",
+    "ranks",
+)
 _AMP_DTYPES = (None, torch.float16, torch.bfloat16)
 # Random streams a trainer seeds, each keyed by derive_seed(seed, rank, stream, ...) so that
 # no two (rank, stream) pairs share a key (seed + rank + k would: rank r's k+1 is rank r+1's k).
@@ -175,8 +188,10 @@ class JEMTrainer:
         if not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
         if sampler is not None and isinstance(getattr(sampler, "model", None), nn.parallel.DistributedDataParallel):
-            raise ValueError("the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
-                             "sampling through DDP would interfere with its gradient synchronisation")
+            raise ValueError(
+                "the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
+                "sampling through DDP would interfere with its gradient synchronisation"
+            )
         if isinstance(guard, bool) or guard is None:
             guard = DivergenceGuard() if guard else DivergenceGuard(enabled=False)
         if not isinstance(guard, DivergenceGuard):
@@ -212,12 +227,17 @@ class JEMTrainer:
         if joint_forward is None:
             joint_forward = not has_running_stats
         elif joint_forward and has_running_stats:
-            raise ValueError("joint_forward=True needs a model without batch-norm running statistics: one joint "
-                             "forward would fold the samples into the statistics used at evaluation; leave "
-                             "joint_forward=None (separate forwards for data and samples)")
+            raise ValueError(
+                "joint_forward=True needs a model without batch-norm running statistics: one joint "
+                "forward would fold the samples into the statistics used at evaluation; leave "
+                "joint_forward=None (separate forwards for data and samples)"
+            )
         self.joint_forward = joint_forward
-        if not isinstance(data_noise, (int, float)) or isinstance(data_noise, bool) or not (
-                math.isfinite(data_noise) and data_noise >= 0):
+        if (
+            not isinstance(data_noise, (int, float))
+            or isinstance(data_noise, bool)
+            or not (math.isfinite(data_noise) and data_noise >= 0)
+        ):
             raise ValueError(f"data_noise must be a finite number >= 0, got {data_noise!r}")
         self.data_noise = float(data_noise)
         self._interrupts = StepInterrupts()
@@ -241,8 +261,11 @@ class JEMTrainer:
         self.best_val_nll = math.inf
         self._sample_shape: tuple[int, ...] | None = None
         if sample_shape is not None:
-            if not (isinstance(sample_shape, (tuple, list)) and sample_shape
-                    and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)):
+            if not (
+                isinstance(sample_shape, (tuple, list))
+                and sample_shape
+                and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)
+            ):
                 raise ValueError(f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}")
             self._sample_shape = tuple(sample_shape)
         self._pending_sampler_state: dict | None = None
@@ -275,12 +298,14 @@ class JEMTrainer:
         return {
             "model": type(self.module).__name__,
             "optimizer": type(self.optimizer).__name__,
-            "optimizer_defaults": {k: v for k, v in self.optimizer.defaults.items()
-                                   if isinstance(v, (int, float, bool))},
+            "optimizer_defaults": {
+                k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float, bool))
+            },
             "scheduler": type(self.scheduler).__name__ if self.scheduler is not None else None,
             "scheduler_interval": self.scheduler_interval,
-            "sampler": type(self.sampler).__name__ if self.sampler is not None else (
-                f"default:{self.sampler_preset}" if self.uses_sampling else None),
+            "sampler": type(self.sampler).__name__
+            if self.sampler is not None
+            else (f"default:{self.sampler_preset}" if self.uses_sampling else None),
             "p_x_weight": self.p_x_weight,
             "p_y_weight": self.p_y_weight,
             "energy_l2": self.energy_l2,
@@ -295,8 +320,10 @@ class JEMTrainer:
             "sync_every": self.sync_every,
             "buffer_size": self.buffer_size,
             "seed": self.seed,
-            "guard": {k: getattr(self.guard, k) for k in ("gap_threshold", "loss_threshold", "max_rollbacks",
-                                                         "lr_factor", "snapshot_every", "enabled")},
+            "guard": {
+                k: getattr(self.guard, k)
+                for k in ("gap_threshold", "loss_threshold", "max_rollbacks", "lr_factor", "snapshot_every", "enabled")
+            },
         }
 
     # ------------------------------------------------------------------ validation
@@ -310,13 +337,17 @@ class JEMTrainer:
             self.module.train(was_training)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != min(2, x.shape[0]):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model must map a batch of shape (N, ...) to logits of shape (N, C); "
-                             f"for a batch of {min(2, x.shape[0])} it returned {shape}")
+            raise ValueError(
+                f"model must map a batch of shape (N, ...) to logits of shape (N, C); "
+                f"for a batch of {min(2, x.shape[0])} it returned {shape}"
+            )
         if out.shape[1] < 2:
             raise ValueError(f"model returned {out.shape[1]} logit(s) per example; expected C >= 2 classes")
         if not out.is_floating_point():
-            raise TypeError(f"the model returned {out.dtype} logits; a JEM needs floating-point logits "
-                            "(the energy and its input gradient are taken from them)")
+            raise TypeError(
+                f"the model returned {out.dtype} logits; a JEM needs floating-point logits "
+                "(the energy and its input gradient are taken from them)"
+            )
         return int(out.shape[1])
 
     def validate_batch(self, x: Any, y: Any, check_values: bool | None = None) -> None:
@@ -345,8 +376,10 @@ class JEMTrainer:
         if expected_shape is None and self.uses_sampling and self.sampler is not None:
             expected_shape = tuple(getattr(getattr(self.sampler, "buffer", None), "sample_shape", ()) or ()) or None
         if expected_shape is not None and tuple(x.shape[1:]) != expected_shape:
-            raise ValueError(f"x has sample shape {tuple(x.shape[1:])}, but this trainer (and its replay buffer) "
-                             f"was set up for {expected_shape}")
+            raise ValueError(
+                f"x has sample shape {tuple(x.shape[1:])}, but this trainer (and its replay buffer) "
+                f"was set up for {expected_shape}"
+            )
         if check_values is None:
             check_values = self.check_values is True or (self.check_values == "auto" and x.device.type == "cpu")
         if self.n_classes is None:
@@ -371,13 +404,28 @@ class JEMTrainer:
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             # Unconditional JEM sampling: one buffer partition, not one per class.
-            buffer = ReplayBuffer(shape, size=self.buffer_size, n_classes=None, init="uniform",
-                                  device=device, seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM))
-            options = {"temperature": self.temperature, "amp_dtype": self.amp_dtype,
-                       "seed": derive_seed(self.seed, self.rank, _NOISE_STREAM), **self.sampler_options}
+            buffer = ReplayBuffer(
+                shape,
+                size=self.buffer_size,
+                n_classes=None,
+                init="uniform",
+                device=device,
+                seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM),
+            )
+            options = {
+                "temperature": self.temperature,
+                "amp_dtype": self.amp_dtype,
+                "seed": derive_seed(self.seed, self.rank, _NOISE_STREAM),
+                **self.sampler_options,
+            }
             self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer, **options)
-        logger.info("built default %r sampler with a buffer of %d x %s on %s",
-                    self.sampler_preset, self.buffer_size, shape, device)
+        logger.info(
+            "built default %r sampler with a buffer of %d x %s on %s",
+            self.sampler_preset,
+            self.buffer_size,
+            shape,
+            device,
+        )
 
     def _prepare_sampler(self, x: torch.Tensor) -> None:
         if self.sampler is None:
@@ -445,12 +493,20 @@ class JEMTrainer:
                 with frozen_norm_statistics(self.module):
                     logits_all = torch.cat([logits_data, self.module(x_neg)], 0)
         if not logits_all.is_floating_point():
-            raise TypeError(f"the model returned {logits_all.dtype} logits; a JEM needs floating-point logits "
-                            "(the energy and its input gradient are taken from them)")
+            raise TypeError(
+                f"the model returned {logits_all.dtype} logits; a JEM needs floating-point logits "
+                "(the energy and its input gradient are taken from them)"
+            )
         logits = logits_all[:batch]
-        objective = jem_objective(logits, y, logits_all[batch:] if self.uses_sampling else None,
-                                  p_y_weight=self.p_y_weight, p_x_weight=self.p_x_weight,
-                                  energy_l2=self.energy_l2, temperature=self.temperature)
+        objective = jem_objective(
+            logits,
+            y,
+            logits_all[batch:] if self.uses_sampling else None,
+            p_y_weight=self.p_y_weight,
+            p_x_weight=self.p_x_weight,
+            energy_l2=self.energy_l2,
+            temperature=self.temperature,
+        )
         loss, ce, e_data, e_samples = objective.loss, objective.ce, objective.e_data, objective.e_samples
         gap = objective.e_gap if self.uses_sampling else None
 
@@ -496,7 +552,7 @@ class JEMTrainer:
         pending, self._pending = self._pending, []
         if pending:
             rows = torch.stack([m.device_values() for m in pending]).tolist()
-            for m, row in zip(pending, rows):
+            for m, row in zip(pending, rows, strict=True):
                 record = {"kind": "step", **m.materialise(row)}
                 record["step"], record["epoch"] = int(record["step"]), int(record["epoch"])
                 self.log.write(record)
@@ -583,7 +639,8 @@ class JEMTrainer:
             raise DivergenceError(
                 f"training diverged at step {failed_step} ({reason}) after {self.rollbacks} rollback(s); "
                 f"the guard allows max_rollbacks={self.guard.max_rollbacks}. Lower the learning rate or the "
-                f"SGLD step size, or raise DivergenceGuard.max_rollbacks (train.max_rollbacks in a recipe)")
+                f"SGLD step size, or raise DivergenceGuard.max_rollbacks (train.max_rollbacks in a recipe)"
+            )
         self.rollbacks += 1
         new_scale = self.lr_scale * self.guard.lr_factor
         snapshot = clone_state(self._snapshot)
@@ -596,11 +653,25 @@ class JEMTrainer:
         if self._active_sampler():
             self.sampler.reseed(derive_seed(self.seed, self.rank, _ROLLBACK_STREAM, self.rollbacks))
         self._snapshot_is_current = False
-        record = {"kind": "rollback", "step": failed_step, "restored_step": self.step_count,
-                  "rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "lr": self._current_lr(), "reason": reason}
+        record = {
+            "kind": "rollback",
+            "step": failed_step,
+            "restored_step": self.step_count,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
+            "lr": self._current_lr(),
+            "reason": reason,
+        }
         self.log.write(record)
-        logger.warning("divergence at step %d (%s): rolled back to step %d, learning rate x%.3g (rollback %d of %d)",
-                       failed_step, reason, self.step_count, self.lr_scale, self.rollbacks, self.guard.max_rollbacks)
+        logger.warning(
+            "divergence at step %d (%s): rolled back to step %d, learning rate x%.3g (rollback %d of %d)",
+            failed_step,
+            reason,
+            self.step_count,
+            self.lr_scale,
+            self.rollbacks,
+            self.guard.max_rollbacks,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _rank_state(self) -> dict[str, Any]:
@@ -639,10 +710,13 @@ class JEMTrainer:
             "best_val_nll": self.best_val_nll,
             "n_classes": self.n_classes,
             "sample_shape": list(self._sample_shape) if self._sample_shape is not None else None,
-            "fit": {"batch_in_epoch": self._fit_state["batch_in_epoch"],
-                    "epoch_rng": self._fit_state["epoch_rng"], "epoch_gen": self._fit_state["epoch_gen"],
-                    "next_gen": self._fit_state.get("next_gen"),
-                    "epoch_sums": self._epoch_sums.tolist() if self._epoch_sums is not None else None},
+            "fit": {
+                "batch_in_epoch": self._fit_state["batch_in_epoch"],
+                "epoch_rng": self._fit_state["epoch_rng"],
+                "epoch_gen": self._fit_state["epoch_gen"],
+                "next_gen": self._fit_state.get("next_gen"),
+                "epoch_sums": self._epoch_sums.tolist() if self._epoch_sums is not None else None,
+            },
             "guard_snapshot": self._guard_snapshot_entry(),
             "world_size": len(ranks),
             "ranks": ranks,
@@ -653,12 +727,15 @@ class JEMTrainer:
         states; with more ranks than were saved, a rank takes entry ``rank % saved`` and its
         sampler is reseeded so its chains differ."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
-                                  f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+            raise CheckpointError(
+                f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
+                f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})"
+            )
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
-            raise CheckpointError(f"checkpoint lacks {', '.join(missing)}; a {CHECKPOINT_FORMAT} checkpoint has "
-                                  f"{', '.join(_STATE_KEYS)}")
+            raise CheckpointError(
+                f"checkpoint lacks {', '.join(missing)}; a {CHECKPOINT_FORMAT} checkpoint has {', '.join(_STATE_KEYS)}"
+            )
         if self._pending:
             self.sync()
         self._load_optimisation_state(state)
@@ -680,8 +757,9 @@ class JEMTrainer:
         restore_rng_state(own["rng"])
         self._restore_guard_snapshot(state.get("guard_snapshot"), own.get("snapshot_sampler"))
         self.guard.reset()
-        self._epoch_sums = (torch.tensor(epoch_sums, dtype=torch.float32, device=self.device)
-                            if epoch_sums is not None else None)
+        self._epoch_sums = (
+            torch.tensor(epoch_sums, dtype=torch.float32, device=self.device) if epoch_sums is not None else None
+        )
 
     def _restore_guard_snapshot(self, entry: Any, sampler_state: dict | None) -> None:
         """Take back the snapshot a checkpoint was saved with (see :meth:`_guard_snapshot_entry`);
@@ -735,8 +813,10 @@ class JEMTrainer:
             raise ValueError(f"the weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         for name, tensor in weights.items():
             if tuple(tensor.shape) != tuple(own[name].shape):
-                raise ValueError(f"the weights do not fit this model: {name} has shape {tuple(tensor.shape)} "
-                                 f"in the source and {tuple(own[name].shape)} here")
+                raise ValueError(
+                    f"the weights do not fit this model: {name} has shape {tuple(tensor.shape)} "
+                    f"in the source and {tuple(own[name].shape)} here"
+                )
         self.module.load_state_dict(weights)
         self._snapshot = None
         self._snapshot_step = -1
@@ -803,8 +883,11 @@ class JEMTrainer:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(self.epoch)
         generator = getattr(loader, "generator", None)
-        if (self._fit_state["batch_in_epoch"] == 0 and isinstance(generator, torch.Generator)
-                and self._fit_state.get("next_gen") is not None):
+        if (
+            self._fit_state["batch_in_epoch"] == 0
+            and isinstance(generator, torch.Generator)
+            and self._fit_state.get("next_gen") is not None
+        ):
             generator.set_state(self._fit_state["next_gen"])
         if self._fit_state["batch_in_epoch"] > 0 and self._fit_state["epoch_rng"] is not None:
             # Resuming mid-epoch: recreate the epoch's shuffle from the generator states saved
@@ -877,9 +960,12 @@ class JEMTrainer:
         except KeyboardInterrupt:
             self.log.close_bar()
             if self._interrupts.torn:
-                logger.warning("interrupted in the middle of step %d: that state is inconsistent, so no checkpoint "
-                               "was written from it%s", self.step_count + 1,
-                               f"; {ckpt_dir / 'last.pt'} holds the last complete one" if ckpt_dir else "")
+                logger.warning(
+                    "interrupted in the middle of step %d: that state is inconsistent, so no checkpoint "
+                    "was written from it%s",
+                    self.step_count + 1,
+                    f"; {ckpt_dir / 'last.pt'} holds the last complete one" if ckpt_dir else "",
+                )
             elif ckpt_dir is not None:
                 # Other ranks may be gone already; never block on a collective here. A single
                 # process checks the steps since the last sync first (a rollback may follow).
@@ -887,12 +973,18 @@ class JEMTrainer:
                     if self.world_size == 1:
                         self.sync()
                 except DivergenceError as exc:
-                    logger.warning("interrupted after a divergence the guard could not roll back (%s); no "
-                                   "checkpoint was written from it", exc)
+                    logger.warning(
+                        "interrupted after a divergence the guard could not roll back (%s); no "
+                        "checkpoint was written from it",
+                        exc,
+                    )
                 else:
                     self.save_checkpoint(ckpt_dir / "last.pt", gather=False)
-                    logger.warning("interrupted at step %d; resumable checkpoint written to %s",
-                                   self.step_count, ckpt_dir / "last.pt")
+                    logger.warning(
+                        "interrupted at step %d; resumable checkpoint written to %s",
+                        self.step_count,
+                        ckpt_dir / "last.pt",
+                    )
             raise
         finally:
             self.log.close_bar()
@@ -928,8 +1020,12 @@ class JEMTrainer:
         generator = getattr(train_loader, "generator", None)
         # The loader's generator where the next epoch starts: a run resumed here sets it back,
         # so its shuffles equal a straight run's (the loader itself is rebuilt, reseeded).
-        self._fit_state = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None,
-                           "next_gen": generator.get_state() if isinstance(generator, torch.Generator) else None}
+        self._fit_state = {
+            "batch_in_epoch": 0,
+            "epoch_rng": None,
+            "epoch_gen": None,
+            "next_gen": generator.get_state() if isinstance(generator, torch.Generator) else None,
+        }
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
             self._snapshot_is_current = False
@@ -938,11 +1034,19 @@ class JEMTrainer:
             # An epoch that passed the guard and validation is a good place to roll back to:
             # short runs would otherwise only ever have the step-0 snapshot.
             self._take_snapshot()
-        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step_count,
-                  "val_acc": val.get("acc"), "val_nll": val.get("nll"), "val_ece": val.get("ece"),
-                  "train_ce": ce_sum / count if count else None,
-                  "train_acc": 100.0 * acc_sum / count if count else None,
-                  "lr": self._current_lr(), "rollbacks": self.rollbacks, "time_s": time.perf_counter() - started}
+        record = {
+            "kind": "epoch",
+            "epoch": self.epoch,
+            "step": self.step_count,
+            "val_acc": val.get("acc"),
+            "val_nll": val.get("nll"),
+            "val_ece": val.get("ece"),
+            "train_ce": ce_sum / count if count else None,
+            "train_acc": 100.0 * acc_sum / count if count else None,
+            "lr": self._current_lr(),
+            "rollbacks": self.rollbacks,
+            "time_s": time.perf_counter() - started,
+        }
         self.log.write(record)
         logger.info("epoch %d: %s", self.epoch, {k: v for k, v in record.items() if isinstance(v, float)})
         ckpt_dir = self._checkpoint_dir()
