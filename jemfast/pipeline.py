@@ -604,8 +604,7 @@ def report_runs(
     (softmax vs energy on test) and ``<task>_<method>_curves.png`` (training
     curves) into ``out_dir``; returns ``{"markdown", "json", "plots"}`` paths.
     """
-    from jemfast.calibration import compare_reliability, training_curves
-    from jemfast.calibration import report_runs as write_task_report
+    from jemfast.calibration import compare_reliability, report_tasks, training_curves
 
     if not run_dirs:
         raise ConfigError("report needs at least one run directory")
@@ -641,7 +640,7 @@ def report_runs(
             curves.append((f"{task}_{method}", energy_run))
     out_dir = Path(out_dir)
     with _bad_input("report"):
-        md_path, json_path = write_task_report(groups, out_dir, title=title, name="report", n_bootstrap=n_bootstrap)
+        md_path, json_path = report_tasks(groups, out_dir, title=title, name="report", n_bootstrap=n_bootstrap)
     plots: list[Path] = []
     for name, splits in groups.items():
         slug = name.replace(" (", "_").replace(")", "").replace(" ", "_")

@@ -201,7 +201,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
 }
 
-# The paper's setting (shared/DESIGN.md); recipes change what their task needs.
+# The paper's setting (Hao et al., Interspeech 2024; see the README); recipes change what their task needs.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"name": "task", "description": None},
     "data": {

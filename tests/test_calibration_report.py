@@ -13,7 +13,7 @@ from jemfast.calibration import (
     compare_models,
     evaluate_logits,
     load_calibrator,
-    report_runs,
+    report_tasks,
     write_report,
 )
 
@@ -149,9 +149,9 @@ def test_write_report(tmp_path):
     assert f"| softmax | {first['ece']:.2f} | {first['acc']:.2f} | {first['nll']:.3f} |" in md
 
 
-def test_report_runs_writes_one_table_for_several_tasks(tmp_path):
+def test_report_tasks_writes_one_table_for_several_tasks(tmp_path):
     runs = {"age": model_splits(), "language": {k: v for k, v in model_splits().items()}}
-    md_path, json_path = report_runs(runs, tmp_path)
+    md_path, json_path = report_tasks(runs, tmp_path)
     rows = json.loads(json_path.read_text())["rows"]
     assert {r["task"] for r in rows} == {"age", "language"}
     assert len(rows) == 2 * 5 * 4
@@ -168,7 +168,7 @@ def test_report_bad_input(tmp_path):
     splits = model_splits()
     del splits["energy_dev"]
     with pytest.raises(ValueError, match=r"run 'age' lacks \['energy_dev'\]"):
-        report_runs({"ok": model_splits(), "age": splits}, tmp_path)
+        report_tasks({"ok": model_splits(), "age": splits}, tmp_path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError, match="softmax_dev must be a Predictions"):
         compare_models(None, *list(model_splits().values())[1:])

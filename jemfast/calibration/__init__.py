@@ -42,12 +42,17 @@ _LAZY = {
     "training_curves": "plots",
     "REPORT_ROWS": "report",
     "compare_models": "report",
-    "report_runs": "report",
+    "report_tasks": "report",
     "write_report": "report",
 }
 
 
 def __getattr__(name: str):
+    if name == "report_runs":  # renamed: jemfast.pipeline.report_runs takes run directories
+        import warnings
+
+        warnings.warn("jemfast.calibration.report_runs is now report_tasks", DeprecationWarning, stacklevel=2)
+        name = "report_tasks"
     if name in _LAZY:
         import importlib
 
@@ -88,7 +93,7 @@ __all__ = [
     "ood_metrics",
     "reliability_bins",
     "reliability_diagram",
-    "report_runs",
+    "report_tasks",
     "training_curves",
     "write_report",
 ]

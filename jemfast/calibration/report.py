@@ -191,7 +191,7 @@ def write_report(
     """Write ``rows`` as a Markdown table and as JSON into ``out_dir``.
 
     Rows are dicts with at least method, ece, acc and nll, optionally task and
-    subset (as produced by :func:`compare_models` or :func:`report_runs`).
+    subset (as produced by :func:`compare_models` or :func:`report_tasks`).
 
     Returns:
         (path of ``<name>.md``, path of ``<name>.json``); the JSON holds
@@ -209,7 +209,7 @@ def write_report(
     return md_path, json_path
 
 
-def report_runs(
+def report_tasks(
     runs: Mapping[str, Mapping[str, object]],
     out_dir: str | os.PathLike,
     n_bins: int = 15,

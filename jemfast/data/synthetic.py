@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import write_wav
-from .importers import DEFAULT_AGE_BOUNDARIES, age_group_names
+from .importers import CASIA_EMOTIONS, DEFAULT_AGE_BOUNDARIES, age_group_names
 from .manifest import ManifestRow, write_labels, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 GENERATOR_VERSION = 1
 TASKS = ("language", "emotion", "age")
-EMOTIONS = ("angry", "fear", "happy", "neutral", "sad", "surprise")
+EMOTIONS = CASIA_EMOTIONS  # the synthetic emotion task has CASIA's six classes
 SPLITS = ("train", "dev", "test")
 
 _FRAME = 512  # synthesis frame (32 ms)
