@@ -3,7 +3,7 @@
 Each step reads and writes a run directory, so steps can run in separate
 processes (``jemfast train`` today, ``jemfast evaluate`` tomorrow)::
 
-    config.yaml          the resolved recipe (jemfast.recipes); config.json is the trainer's view
+    config.yaml          the resolved recipe (jemfast.recipes): the run's one config file
     train.log            the training log
     metrics.jsonl        step and epoch records (jemfast.train.run_log)
     checkpoints/         last.pt (resumable) and best.pt (lowest dev NLL)
@@ -445,7 +445,6 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
                 val_loader=dev_loader,
                 resume=False,
                 checkpoint_every=train_cfg["checkpoint_every"],
-                config={"recipe": config},
             )
         except KeyboardInterrupt as exc:
             exc.resume_hint = f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"

@@ -181,7 +181,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "amp": _str(nullable=True, choices=("bf16", "fp16")),
     },
     "sampling": {
-        "n_steps": _int(0, help="SGLD steps per iteration (outer steps for PYLD)"),
+        "n_steps": _int(0, nullable=True, help="SGLD steps per iteration (outer steps for PYLD); null: the preset's"),
         "buffer_size": _int(1),
         "init": _str(nullable=True, choices=INIT_CHOICES, help="null: the method's own initialisation"),
         "reinit_freq": _float(0.0, 1.0),
@@ -610,12 +610,11 @@ def build_sampler(
     if init == "class_gaussian" and fit_batches is not None:
         buffer.fit_init(fit_batches, n_classes=n_classes)
     options: dict[str, Any] = {
-        "n_steps": sampling["n_steps"],
         "seed": seed + 1,
         "amp_dtype": amp_dtype(config),
         "temperature": config["train"]["temperature"],
     }
-    for key in ("step_size", "noise_std"):
+    for key in ("n_steps", "step_size", "noise_std"):  # null: the preset's value
         if sampling[key] is not None:
             options[key] = sampling[key]
     if method == "jempp" and sampling["pyld_lr"] is not None:

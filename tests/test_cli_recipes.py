@@ -353,3 +353,19 @@ def test_default_clamp_suits_normalised_features(method, attribute, expected):
     sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
     assert getattr(sampler, attribute) == expected
     assert FEATURE_CLAMP == (-4.0, 4.0)
+
+
+def test_a_null_n_steps_reaches_the_presets_value():
+    import torch
+
+    from jemfast.models import WideResNet
+    from jemfast.recipes import build_sampler, load_config
+    from jemfast.sampling import PRESETS
+
+    model = WideResNet(depth=10, width=1, num_classes=3)
+    for method in ("jem", "jempp", "sadajem"):
+        config = load_config("demo", [f"train.method={method}", "sampling.n_steps=null", "sampling.init=uniform"])
+        sampler = build_sampler(config, model, (1, 16, 48), 3, torch.device("cpu"))
+        assert sampler.n_steps == PRESETS[method][0]["n_steps"], method
+        config = load_config("demo", [f"train.method={method}", "sampling.n_steps=3", "sampling.init=uniform"])
+        assert build_sampler(config, model, (1, 16, 48), 3, torch.device("cpu")).n_steps == 3

@@ -63,7 +63,7 @@ def test_softmax_baseline_learns_and_logs(tmp_path):
     # lr after the first optimizer step of warm-up, then the decay at epoch 3 (step 36)
     assert steps[0]["lr"] == pytest.approx(0.1 / 10)
     assert steps[36]["lr"] == pytest.approx(0.1 * 0.2)
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    (config,) = read_records(tmp_path / "run", "config")
     assert config["p_x_weight"] == 0.0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()

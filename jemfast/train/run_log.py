@@ -1,4 +1,4 @@
-"""Run directory output: config.json, metrics.jsonl (written and read here) and a progress display.
+"""Run directory output: metrics.jsonl (written and read here) and a progress display.
 
 metrics.jsonl holds one JSON object per line with a ``"kind"``:
 
@@ -6,7 +6,8 @@ metrics.jsonl holds one JSON object per line with a ``"kind"``:
   (energies are batch means; ``e_samples``/``e_gap`` are null when no sampling runs);
 - ``"epoch"``: ``epoch, step, val_acc, val_nll, val_ece, train_ce, train_acc, lr, time_s``
   (accuracy and ECE in percent; ``val_*`` null without a validation loader);
-- ``"rollback"``: ``step, restored_step, rollbacks, lr_scale, reason``.
+- ``"rollback"``: ``step, restored_step, rollbacks, lr_scale, reason``;
+- ``"config"``: the trainer's settings (:meth:`JEMTrainer.config`), at the start of each ``fit``.
 
 Only rank 0 writes. The progress display is a tqdm bar when stderr is a terminal and
 plain log lines (``logging``) otherwise, at most one every :data:`LOG_INTERVAL_S`
@@ -61,9 +62,10 @@ class RunLog:
         return None if self.run_dir is None else self.run_dir / "metrics.jsonl"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        if self.enabled and self.run_dir is not None:
-            text = json.dumps(config, indent=2, sort_keys=True, default=str)
-            (self.run_dir / "config.json").write_text(text + "\n")
+        """Append the trainer's settings as a ``"config"`` record (one per fit call, so a resumed
+        run shows the settings it continued with). A run directory's only config *file* is the
+        recipe the command line writes (config.yaml)."""
+        self.write({"kind": "config", **json.loads(json.dumps(config, sort_keys=True, default=str))})
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl (flushed, so a crash loses nothing written)."""

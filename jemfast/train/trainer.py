@@ -20,8 +20,7 @@ the divergence guard checks its flag and the progress display updates.
 
 Run directory layout (``run_dir``)::
 
-    config.json            trainer settings (and whatever ``fit(config=...)`` adds)
-    metrics.jsonl          step / epoch / rollback records (see jemfast.train.run_log)
+    metrics.jsonl          config / step / epoch / rollback records (see jemfast.train.run_log)
     checkpoints/last.pt    written at every epoch end, every ``checkpoint_every`` steps and
                            on KeyboardInterrupt; ``fit(resume=True)`` continues from it
     checkpoints/best.pt    the state with the lowest validation NLL so far
@@ -107,7 +106,7 @@ class JEMTrainer:
         grad_clip: max global gradient norm, or None.
         scheduler: learning-rate scheduler, stepped after every optimizer step
             (``scheduler_interval="step"``) or every epoch (``"epoch"``).
-        run_dir: directory for config.json, metrics.jsonl and checkpoints/; None writes nothing.
+        run_dir: directory for metrics.jsonl and checkpoints/; None writes nothing.
         temperature: energy temperature T.
         n_classes: number of classes; None infers it from one no-grad eval forward of the first batch.
         device: where training runs; None uses the model's parameters' device.
@@ -294,7 +293,7 @@ class JEMTrainer:
         return self.uses_sampling and self.sampler is not None
 
     def config(self) -> dict[str, Any]:
-        """Plain-value description of the trainer's settings (written to config.json)."""
+        """Plain-value description of the trainer's settings (the ``"config"`` record of metrics.jsonl)."""
         return {
             "model": type(self.module).__name__,
             "optimizer": type(self.optimizer).__name__,
@@ -929,7 +928,7 @@ class JEMTrainer:
                 continues from that file.
             checkpoint_every: also write last.pt every this many steps.
             callback: called with each epoch record.
-            config: extra plain values stored in config.json.
+            config: extra plain values for the ``"config"`` record of metrics.jsonl.
 
         Returns:
             The epoch records of this call, in order.
