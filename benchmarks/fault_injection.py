@@ -66,6 +66,12 @@ KILLED = -signal.SIGKILL
 INTERRUPTED = (130, -signal.SIGINT)
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default, so the trainer sees Ctrl-C even when this
+    script runs in the background of a non-interactive shell (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def recipe(epochs: int, checkpoint_every: int, method: str, seed: int) -> dict[str, Any]:
     """The tiny CPU recipe of the fault-injection runs (a partial config; the defaults fill the rest)."""
     return {
@@ -132,7 +138,14 @@ class Runner:
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"$ jemfast {' '.join(map(str, args))}\n")
             handle.flush()
-            process = subprocess.Popen(self.command(*args), env=self.env, stdout=handle, stderr=handle, cwd=self.work)
+            process = subprocess.Popen(
+                self.command(*args),
+                env=self.env,
+                stdout=handle,
+                stderr=handle,
+                cwd=self.work,
+                preexec_fn=_default_sigint,
+            )
             while process.poll() is None:
                 if appeared is None and watch.exists():
                     appeared = time.perf_counter() - started
@@ -154,7 +167,14 @@ class Runner:
                 f"{'' if kill_at is None else f'  # {signal.Signals(sig).name} at {kill_at:.2f} s'}\n"
             )
             handle.flush()
-            process = subprocess.Popen(self.command(*args), env=self.env, stdout=handle, stderr=handle, cwd=self.work)
+            process = subprocess.Popen(
+                self.command(*args),
+                env=self.env,
+                stdout=handle,
+                stderr=handle,
+                cwd=self.work,
+                preexec_fn=_default_sigint,
+            )
             signalled = False
             try:
                 process.wait(timeout=kill_at if kill_at is not None else self.timeout)

@@ -18,6 +18,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler, as in a terminal. A process started in the background of a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class SigintDuringForward(nn.Module):
     """``mlp`` that sends itself SIGINT ``times`` times inside its ``at``-th training forward."""
 
