@@ -311,15 +311,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_required: bool =
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``jemfast`` argument parser with all subcommands."""
-    from jemfast import __version__
-
-    parser = _Parser(prog="jemfast", description="Fast JEM training and calibration of speech classifiers.")
-    parser.add_argument("--version", action="version", version=f"jemfast {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_prepare_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast prepare SOURCE``: one sub-parser per corpus source."""
     prepare = commands.add_parser("prepare", help="import a corpus (or generate one) into manifests")
     sources = prepare.add_subparsers(dest="source", metavar="SOURCE", required=True)
     for name, text in (
@@ -359,11 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
             if name == "kaldi":
                 sub.add_argument("--subset", default="", help="subset name for every row (e.g. 3s)")
 
+
+def _add_features_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast features``: a config and ``--rebuild``."""
     features = commands.add_parser("features", help="build the feature caches of a config's data")
     _add_config_options(features, config_required=True)
     features.add_argument("--rebuild", action="store_true", help="rebuild even when a cache is up to date")
     features.set_defaults(func=cmd_features)
 
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast train``: a config plus method, run folder, resume and init-from."""
     train = commands.add_parser("train", help="train a run (or --resume one)")
     _add_config_options(train)
     train.add_argument("--method", help=f"one of {', '.join(METHODS)} (default: the config's train.method)")
@@ -377,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast evaluate``: run folders and the checkpoint to score."""
     evaluate = commands.add_parser("evaluate", help="predictions and metrics of runs on dev and test")
     evaluate.add_argument("runs", nargs="+", metavar="RUN_DIR")
     evaluate.add_argument(
@@ -387,10 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast calibrate``: run folders."""
     calibrate = commands.add_parser("calibrate", help="temperature and logistic scaling fitted on dev, scored on test")
     calibrate.add_argument("runs", nargs="+", metavar="RUN_DIR")
     calibrate.set_defaults(func=cmd_calibrate)
 
+
+def _add_report_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast report``: run folders, output folder and bootstrap resamples."""
     report = commands.add_parser("report", help="tables and plots for softmax and energy runs")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", default="report", help="output folder (default: ./report)")
@@ -399,12 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
 
+
+def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast bench``: benchmark names, ``--list`` and extra script arguments."""
     bench = commands.add_parser("bench", help="run the micro-benchmarks (from a source checkout)")
     bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     bench.add_argument("--args", help="extra arguments for every script, e.g. --args='--no-write'")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast demo``: work folder, device, corpus size and recipe overrides."""
     demo = commands.add_parser("demo", help="the whole pipeline on a generated corpus in a few minutes")
     demo.add_argument("--out", default="jemfast_demo", help="work folder (default: ./jemfast_demo)")
     demo.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
@@ -418,6 +432,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the demo recipe, e.g. --set train.epochs=2",
     )
     demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jemfast`` argument parser with all subcommands."""
+    from jemfast import __version__
+
+    parser = _Parser(prog="jemfast", description="Fast JEM training and calibration of speech classifiers.")
+    parser.add_argument("--version", action="version", version=f"jemfast {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_prepare_parser(commands)
+    _add_features_parser(commands)
+    _add_train_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_calibrate_parser(commands)
+    _add_report_parser(commands)
+    _add_bench_parser(commands)
+    _add_demo_parser(commands)
     return parser
 
 

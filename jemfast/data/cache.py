@@ -280,14 +280,7 @@ class FeatureCache:
         different recipes; give each split its own ``cache_dir``. Staging
         folders of killed builds under ``cache_dir`` are removed first.
         """
-        if not isinstance(recipe, FeatureRecipe):
-            raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if workers is None:
-            workers = os.cpu_count() or 1
-        if not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
+        workers = _check_build_args(recipe, on_error, workers)
         manifest_path = Path(manifest_path)
         rows = read_manifest(manifest_path)
         if not rows:
@@ -297,17 +290,8 @@ class FeatureCache:
         remove_stale_staging(directory.parent)
 
         if not rebuild:
-            existing = cls._usable(cache_dir, recipe, fingerprint, on_error, warn=True)
+            existing = cls._reuse_existing(cache_dir, recipe, fingerprint, on_error)
             if existing is not None:
-                logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
-                if existing.skipped:
-                    logger.warning(
-                        "feature cache %s leaves out %d of %d utterances, skipped when it was built: %s",
-                        directory,
-                        len(existing.skipped),
-                        len(existing.skipped) + len(existing),
-                        describe_skipped(existing.skipped),
-                    )
                 return existing
         # With rebuild, the folder there now is the one to replace; a different one that appears
         # during the build was installed by a concurrent build and is kept if usable.
@@ -326,44 +310,8 @@ class FeatureCache:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = _private_sibling(directory, "partial")
         staging.mkdir()  # fails rather than share a folder, should two names ever collide
-        entries: list[dict] = []
-        skipped: list[dict] = []
-        offset = 0
         try:
-            with open(staging / FEATURES_NAME, "wb") as out:
-                for index, features, error in _run_jobs(jobs, workers, progress, manifest_path.name):
-                    row = rows[index]
-                    if error is not None:
-                        reason, detail = error
-                        if on_error == "raise":
-                            raise AudioError(jobs[index][1], reason, f"{detail} (utterance {row.utt_id!r})")
-                        skipped.append(dict(utt_id=row.utt_id, path=jobs[index][1], reason=reason, detail=detail))
-                        continue
-                    out.write(features.astype(np.float32, copy=False).tobytes())
-                    entries.append(
-                        dict(
-                            utt_id=row.utt_id,
-                            label=row.label,
-                            speaker=row.speaker,
-                            subset=row.subset,
-                            offset=offset,
-                            frames=int(features.shape[0]),
-                        )
-                    )
-                    offset += int(features.shape[0])
-            if not entries:
-                raise ValueError(f"{manifest_path}: all {len(rows)} utterances were skipped; first: {skipped[0]}")
-            index = dict(
-                format=INDEX_FORMAT,
-                key=recipe.key(),
-                recipe=recipe.to_dict(),
-                manifest=str(manifest_path.resolve()),
-                fingerprint=fingerprint,
-                total_frames=offset,
-                entries=entries,
-                skipped=skipped,
-            )
-            (staging / INDEX_NAME).write_text(json.dumps(index, indent=1), encoding="utf-8")
+            index = _write_staging(staging, manifest_path, rows, jobs, recipe, fingerprint, workers, progress, on_error)
             kept = _install(staging, directory, usable_existing)
         finally:
             if staging.exists():
@@ -371,6 +319,7 @@ class FeatureCache:
         if kept is not None:
             logger.info("kept feature cache %s, built meanwhile by another process", directory)
             return kept
+        skipped = index["skipped"]
         if skipped:
             logger.warning(
                 "%s: skipped %d of %d utterances (recorded in %s): %s",
@@ -380,8 +329,30 @@ class FeatureCache:
                 directory / INDEX_NAME,
                 describe_skipped([SkippedUtterance(**s) for s in skipped]),
             )
-        logger.info("built feature cache %s: %d utterances, %d frames", directory, len(entries), offset)
+        logger.info(
+            "built feature cache %s: %d utterances, %d frames", directory, len(index["entries"]), index["total_frames"]
+        )
         return cls(directory, recipe, index)
+
+    @classmethod
+    def _reuse_existing(
+        cls, cache_dir: str | os.PathLike, recipe: FeatureRecipe, fingerprint: str, on_error: str
+    ) -> FeatureCache | None:
+        """Reuse step of :meth:`build`: the usable cache already there, logged with its skipped files; else None."""
+        existing = cls._usable(cache_dir, recipe, fingerprint, on_error, warn=True)
+        if existing is None:
+            return None
+        directory = cls.directory_for(cache_dir, recipe)
+        logger.info("reusing feature cache %s (%d utterances)", directory, len(existing))
+        if existing.skipped:
+            logger.warning(
+                "feature cache %s leaves out %d of %d utterances, skipped when it was built: %s",
+                directory,
+                len(existing.skipped),
+                len(existing.skipped) + len(existing),
+                describe_skipped(existing.skipped),
+            )
+        return existing
 
     @classmethod
     def _usable(
@@ -456,6 +427,94 @@ class FeatureCache:
             f"FeatureCache({str(self.directory)!r}, utterances={len(self)}, frames={self.total_frames}, "
             f"skipped={len(self.skipped)})"
         )
+
+
+def _check_build_args(recipe: FeatureRecipe, on_error: str, workers: int | None) -> int:
+    """Argument check of :meth:`FeatureCache.build`; returns ``workers`` with None resolved to the CPU count."""
+    if not isinstance(recipe, FeatureRecipe):
+        raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
+    return workers
+
+
+def _write_staging(
+    staging: Path,
+    manifest_path: Path,
+    rows: list[ManifestRow],
+    jobs: list[tuple],
+    recipe: FeatureRecipe,
+    fingerprint: str,
+    workers: int,
+    progress: bool,
+    on_error: str,
+) -> dict:
+    """Staging step of a build: write the features and ``index.json`` into ``staging``; returns the index.
+
+    Raises ValueError if every utterance was skipped.
+    """
+    entries, skipped, offset = _write_features(
+        staging / FEATURES_NAME, rows, jobs, workers, progress, manifest_path.name, on_error
+    )
+    if not entries:
+        raise ValueError(f"{manifest_path}: all {len(rows)} utterances were skipped; first: {skipped[0]}")
+    index = dict(
+        format=INDEX_FORMAT,
+        key=recipe.key(),
+        recipe=recipe.to_dict(),
+        manifest=str(manifest_path.resolve()),
+        fingerprint=fingerprint,
+        total_frames=offset,
+        entries=entries,
+        skipped=skipped,
+    )
+    (staging / INDEX_NAME).write_text(json.dumps(index, indent=1), encoding="utf-8")
+    return index
+
+
+def _write_features(
+    path: Path,
+    rows: list[ManifestRow],
+    jobs: list[tuple],
+    workers: int,
+    progress: bool,
+    name: str,
+    on_error: str,
+) -> tuple[list[dict], list[dict], int]:
+    """Extraction step of a build: write every usable utterance's (frames, n_mels) float32 rows to ``path``.
+
+    Returns the index entries, the skipped utterances and the total number of frames
+    written; with ``on_error="raise"`` the first failing file raises :class:`AudioError`.
+    """
+    entries: list[dict] = []
+    skipped: list[dict] = []
+    offset = 0
+    with open(path, "wb") as out:
+        for index, features, error in _run_jobs(jobs, workers, progress, name):
+            row = rows[index]
+            if error is not None:
+                reason, detail = error
+                if on_error == "raise":
+                    raise AudioError(jobs[index][1], reason, f"{detail} (utterance {row.utt_id!r})")
+                skipped.append(dict(utt_id=row.utt_id, path=jobs[index][1], reason=reason, detail=detail))
+                continue
+            out.write(features.astype(np.float32, copy=False).tobytes())
+            entries.append(
+                dict(
+                    utt_id=row.utt_id,
+                    label=row.label,
+                    speaker=row.speaker,
+                    subset=row.subset,
+                    offset=offset,
+                    frames=int(features.shape[0]),
+                )
+            )
+            offset += int(features.shape[0])
+    return entries, skipped, offset
 
 
 def _run_jobs(jobs: list[tuple], workers: int, progress: bool, name: str):

@@ -395,6 +395,70 @@ def _videos_audio(wav_root: Path, speaker: str, video: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
+def _read_age_lists(
+    age_lists: dict[str, str | os.PathLike] | str | os.PathLike,
+) -> dict[str, list[dict[str, str]]]:
+    """Read step of :func:`import_voxceleb_age`: the given lists by split, or one list under ``"all"``."""
+    if isinstance(age_lists, (str, os.PathLike)):
+        return {"all": read_age_list(age_lists)}
+    unknown = set(age_lists) - {"train", "dev", "test"}
+    if unknown or "train" not in age_lists or "test" not in age_lists:
+        raise ValueError(f"age_lists must have keys train, test and optionally dev; got {sorted(age_lists)}")
+    return {split: read_age_list(path) for split, path in age_lists.items()}
+
+
+def _split_speakers(
+    records: list[dict[str, str]], fractions: dict[str, float], rng: random.Random
+) -> dict[str, list[dict[str, str]]]:
+    """Speaker split: shuffle speakers with ``rng``, give each split its fraction of them, the rest to train."""
+    speakers = sorted({r["VoxCeleb_ID"] for r in records})
+    rng.shuffle(speakers)
+    assignment, start = {}, 0
+    for split, fraction in fractions.items():
+        count = int(round(len(speakers) * fraction))
+        for spk in speakers[start : start + count]:
+            assignment[spk] = split
+        start += count
+    splits = ("train", *fractions)
+    return {s: [r for r in records if assignment.get(r["VoxCeleb_ID"], "train") == s] for s in splits}
+
+
+def _age_rows(
+    records: list[dict[str, str]], wav_root: Path, boundaries: Sequence[int], on_error: str, report: ImportReport
+) -> list[ManifestRow]:
+    """Manifest rows of one split: every audio file of each listed video, labelled with its age group."""
+    rows = []
+    for record in records:
+        try:
+            age = float(record["speaker_age"])
+        except ValueError:
+            raise ValueError(
+                f"speaker_age must be a number of years, got {record['speaker_age']!r} in {record}"
+            ) from None
+        speaker, video = record["VoxCeleb_ID"].strip(), record["video_id"].strip()
+        files = _videos_audio(wav_root, speaker, video)
+        if not files:
+            error = AudioError(wav_root / speaker / video, "missing", "no wav or flac files for this listed video")
+            if on_error == "raise":
+                raise error
+            report.skipped.append((error.path, error.reason))
+            continue
+        for wav in files:
+            duration = _duration(wav, on_error, report)
+            if duration is None:
+                continue
+            rows.append(
+                ManifestRow(
+                    utt_id=f"{speaker}_{video}_{wav.stem}",
+                    path=str(wav.resolve()),
+                    label=age_group(age, boundaries),
+                    speaker=speaker,
+                    duration=duration,
+                )
+            )
+    return rows
+
+
 def import_voxceleb_age(
     age_lists: dict[str, str | os.PathLike] | str | os.PathLike,
     wav_root: str | os.PathLike,
@@ -422,65 +486,18 @@ def import_voxceleb_age(
     wav_root, out_dir = Path(wav_root), Path(out_dir)
     if not wav_root.is_dir():
         raise FileNotFoundError(f"wav_root {wav_root} is not a folder")
-    if isinstance(age_lists, (str, os.PathLike)):
-        lists = {"all": read_age_list(age_lists)}
-    else:
-        unknown = set(age_lists) - {"train", "dev", "test"}
-        if unknown or "train" not in age_lists or "test" not in age_lists:
-            raise ValueError(f"age_lists must have keys train, test and optionally dev; got {sorted(age_lists)}")
-        lists = {split: read_age_list(path) for split, path in age_lists.items()}
+    lists = _read_age_lists(age_lists)
 
     rng = random.Random(seed)
-
-    def split_speakers(records: list[dict[str, str]], fractions: dict[str, float]) -> dict[str, list[dict[str, str]]]:
-        speakers = sorted({r["VoxCeleb_ID"] for r in records})
-        rng.shuffle(speakers)
-        assignment, start = {}, 0
-        for split, fraction in fractions.items():
-            count = int(round(len(speakers) * fraction))
-            for spk in speakers[start : start + count]:
-                assignment[spk] = split
-            start += count
-        splits = ("train", *fractions)
-        return {s: [r for r in records if assignment.get(r["VoxCeleb_ID"], "train") == s] for s in splits}
-
     if "all" in lists:
-        lists = split_speakers(lists["all"], {"test": test_fraction, "dev": dev_fraction})
+        lists = _split_speakers(lists["all"], {"test": test_fraction, "dev": dev_fraction}, rng)
     elif "dev" not in lists:
-        parts = split_speakers(lists["train"], {"dev": dev_fraction})
+        parts = _split_speakers(lists["train"], {"dev": dev_fraction}, rng)
         lists = {"train": parts["train"], "dev": parts["dev"], "test": lists["test"]}
 
     report = ImportReport()
     for split in ("train", "dev", "test"):
-        rows = []
-        for record in lists.get(split, []):
-            try:
-                age = float(record["speaker_age"])
-            except ValueError:
-                raise ValueError(
-                    f"speaker_age must be a number of years, got {record['speaker_age']!r} in {record}"
-                ) from None
-            speaker, video = record["VoxCeleb_ID"].strip(), record["video_id"].strip()
-            files = _videos_audio(wav_root, speaker, video)
-            if not files:
-                error = AudioError(wav_root / speaker / video, "missing", "no wav or flac files for this listed video")
-                if on_error == "raise":
-                    raise error
-                report.skipped.append((error.path, error.reason))
-                continue
-            for wav in files:
-                duration = _duration(wav, on_error, report)
-                if duration is None:
-                    continue
-                rows.append(
-                    ManifestRow(
-                        utt_id=f"{speaker}_{video}_{wav.stem}",
-                        path=str(wav.resolve()),
-                        label=age_group(age, boundaries),
-                        speaker=speaker,
-                        duration=duration,
-                    )
-                )
+        rows = _age_rows(lists.get(split, []), wav_root, boundaries, on_error, report)
         _write_split(out_dir, split, rows, report)
     report.labels = out_dir / "labels.txt"
     write_labels(report.labels, names)

@@ -141,19 +141,20 @@ def _smooth(track: np.ndarray, width: int) -> np.ndarray:
     return np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(track.shape[1])], axis=1)
 
 
-def synthesize(params: VoiceParams, rng: np.random.Generator) -> np.ndarray:
-    """Render one utterance: float64 waveform (samples,) at 16 kHz, peak below 1."""
-    n_samples = int(round(params.duration * SAMPLE_RATE))
-    n_frames = -(-n_samples // _HOP) + 1
-    frame_time = np.arange(n_frames) * _HOP / SAMPLE_RATE  # centre of frame t in the output, seconds
+def _syllable_timeline(
+    params: VoiceParams, n_frames: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 (syllables): per-frame voiced gain, fricative gain (n_frames,), formants (n_frames, 4) Hz, pitch st.
 
+    Frames are 16 ms hops; the pitch track (n_frames,) is in semitones around the speaker's f0,
+    before smoothing, declination and jitter.
+    """
     voiced_gain = np.zeros(n_frames)
     fricative_gain = np.zeros(n_frames)
     formants = np.tile(_VOWELS[-1], (n_frames, 1))
     semitones = np.zeros(n_frames)
     frames_per_second = SAMPLE_RATE / _HOP
 
-    # Syllable timeline, in frames.
     t = int(rng.integers(2, 8))
     last_start = t
     while t < n_frames - 4:
@@ -177,6 +178,32 @@ def synthesize(params: VoiceParams, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < params.pause_prob:
             t += int(rng.integers(5, 15))
     semitones[last_start:] += np.linspace(0.0, params.final_rise, n_frames - last_start)
+    return voiced_gain, fricative_gain, formants, semitones
+
+
+def _apply_channel(speech: np.ndarray, params: VoiceParams, rng: np.random.Generator) -> np.ndarray:
+    """Step 4 (channel): scale speech (samples,) to its loudness, add background noise at 8-30 dB SNR, peak <= 0.95."""
+    n_samples = speech.shape[0]
+    active = np.abs(speech) > 1e-3 * (np.abs(speech).max() + 1e-12)
+    rms = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else 1.0
+    speech = speech / max(rms, 1e-9) * 0.05 * 10.0 ** (params.loudness_db / 20.0)
+    snr_db = rng.uniform(8.0, 30.0)
+    background = _smooth(rng.normal(0.0, 1.0, n_samples), 2)
+    background *= 0.05 * 10.0 ** (-snr_db / 20.0) / max(np.sqrt(np.mean(background**2)), 1e-12)
+    wave = speech + background
+    peak = np.abs(wave).max()
+    if peak > 0.95:
+        wave *= 0.95 / peak
+    return wave
+
+
+def synthesize(params: VoiceParams, rng: np.random.Generator) -> np.ndarray:
+    """Render one utterance: float64 waveform (samples,) at 16 kHz, peak below 1."""
+    n_samples = int(round(params.duration * SAMPLE_RATE))
+    n_frames = -(-n_samples // _HOP) + 1
+    frame_time = np.arange(n_frames) * _HOP / SAMPLE_RATE  # centre of frame t in the output, seconds
+
+    voiced_gain, fricative_gain, formants, semitones = _syllable_timeline(params, n_frames, rng)
 
     formants = _smooth(formants, 5) * params.vocal_tract
     jitter = _smooth(rng.normal(0.0, 1.0, n_frames), 3) * params.jitter * 12.0
@@ -214,18 +241,7 @@ def synthesize(params: VoiceParams, rng: np.random.Generator) -> np.ndarray:
     out[:-1] += frames_out[:, :_HOP]
     out[1:] += frames_out[:, _HOP:]
     speech = out.reshape(-1)[_HOP : _HOP + n_samples]
-
-    active = np.abs(speech) > 1e-3 * (np.abs(speech).max() + 1e-12)
-    rms = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else 1.0
-    speech = speech / max(rms, 1e-9) * 0.05 * 10.0 ** (params.loudness_db / 20.0)
-    snr_db = rng.uniform(8.0, 30.0)
-    background = _smooth(rng.normal(0.0, 1.0, n_samples), 2)
-    background *= 0.05 * 10.0 ** (-snr_db / 20.0) / max(np.sqrt(np.mean(background**2)), 1e-12)
-    wave = speech + background
-    peak = np.abs(wave).max()
-    if peak > 0.95:
-        wave *= 0.95 / peak
-    return wave
+    return _apply_channel(speech, params, rng)
 
 
 # --- class definitions -------------------------------------------------------------------------
@@ -397,6 +413,89 @@ def _speakers(
     return speakers
 
 
+def _check_corpus_args(
+    task: str,
+    n_per_class: int,
+    n_eval_per_class: int | None,
+    train_seconds: tuple[float, float],
+    age_boundaries: tuple[int, ...],
+) -> tuple[int, tuple[int, ...]]:
+    """Argument check of :func:`generate_corpus`; returns the dev/test count per class and age boundaries (years)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not isinstance(n_per_class, int) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}")
+    n_eval = max(2, n_per_class // 4) if n_eval_per_class is None else n_eval_per_class
+    if not isinstance(n_eval, int) or n_eval < 1:
+        raise ValueError(f"n_eval_per_class must be a positive int, got {n_eval_per_class!r}")
+    low, high = train_seconds
+    if not 0.1 <= low <= high:
+        raise ValueError(f"train_seconds must be (low, high) with 0.1 <= low <= high, got {train_seconds}")
+    age_boundaries = tuple(int(b) for b in age_boundaries)
+    if task == "age" and not (len(age_boundaries) >= 1 and 18 < age_boundaries[0] and age_boundaries[-1] < 80):
+        raise ValueError(
+            f"age_boundaries must lie strictly between 18 and 80 for the synthetic corpus, got {age_boundaries}"
+        )
+    return n_eval, age_boundaries
+
+
+def _write_split(
+    root: Path,
+    task: str,
+    split: str,
+    classes: list[str],
+    count: int,
+    seed: int,
+    seconds: tuple[float, float],
+    age_boundaries: tuple[int, ...],
+) -> list[ManifestRow]:
+    """Render and write one split's wavs, ``count`` per class, lasting ``seconds`` (low, high); returns its rows.
+
+    Language test files last 4-6 s instead and give three rows each (see :func:`_test_rows`).
+    """
+    low, high = seconds
+    rows: list[ManifestRow] = []
+    for cls, name in enumerate(classes):
+        speakers = _speakers(task, split, cls, max(1, count // 3), seed, age_boundaries)
+        for index in range(count):
+            rng = np.random.default_rng([seed, SPLITS.index(split), cls, index])
+            speaker = speakers[index % len(speakers)]
+            long_test = task == "language" and split == "test"
+            duration = float(rng.uniform(4.0, 6.0) if long_test else rng.uniform(low, high))
+            wave = synthesize(_draw_params(task, cls, speaker, duration, rng), rng)
+            utt_id = f"{split}_{name}_{index:04d}"
+            relative = f"wav/{split}/{utt_id}.wav"
+            write_wav(root / relative, wave, SAMPLE_RATE)
+            actual = wave.shape[0] / SAMPLE_RATE
+            if long_test:
+                rows.extend(_test_rows(utt_id, relative, name, speaker.speaker_id, actual, rng))
+            else:
+                rows.append(ManifestRow(utt_id, relative, name, speaker.speaker_id, "", actual))
+    return rows
+
+
+def _test_rows(
+    utt_id: str, relative: str, name: str, speaker_id: str, actual: float, rng: np.random.Generator
+) -> list[ManifestRow]:
+    """Rows of one language test file of ``actual`` seconds: ``full``, then random ``3s`` and ``1s`` segments."""
+    rows = [ManifestRow(utt_id, relative, name, speaker_id, "full", actual)]
+    for seconds in (3.0, 1.0):
+        start = round(float(rng.uniform(0.0, actual - seconds)), 3)
+        rows.append(
+            ManifestRow(
+                f"{utt_id}_{int(seconds)}s",
+                relative,
+                name,
+                speaker_id,
+                f"{int(seconds)}s",
+                seconds,
+                start=start,
+                end=round(start + seconds, 3),
+            )
+        )
+    return rows
+
+
 def generate_corpus(
     out_dir: str | os.PathLike,
     task: str = "language",
@@ -422,21 +521,8 @@ def generate_corpus(
     Returns ``{"train", "dev", "test", "labels", "root"}`` as paths plus
     ``"task"`` and ``"classes"``.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}")
-    n_eval = max(2, n_per_class // 4) if n_eval_per_class is None else n_eval_per_class
-    if not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"n_eval_per_class must be a positive int, got {n_eval_per_class!r}")
+    n_eval, age_boundaries = _check_corpus_args(task, n_per_class, n_eval_per_class, train_seconds, age_boundaries)
     low, high = train_seconds
-    if not 0.1 <= low <= high:
-        raise ValueError(f"train_seconds must be (low, high) with 0.1 <= low <= high, got {train_seconds}")
-    age_boundaries = tuple(int(b) for b in age_boundaries)
-    if task == "age" and not (len(age_boundaries) >= 1 and 18 < age_boundaries[0] and age_boundaries[-1] < 80):
-        raise ValueError(
-            f"age_boundaries must lie strictly between 18 and 80 for the synthetic corpus, got {age_boundaries}"
-        )
     classes = class_names(task, age_boundaries)
 
     root = Path(out_dir)
@@ -465,37 +551,7 @@ def generate_corpus(
     extra = 1.5 if task == "age" else 0.0
     for split in SPLITS:
         count = n_per_class if split == "train" else n_eval
-        rows: list[ManifestRow] = []
-        for cls, name in enumerate(classes):
-            speakers = _speakers(task, split, cls, max(1, count // 3), seed, age_boundaries)
-            for index in range(count):
-                rng = np.random.default_rng([seed, SPLITS.index(split), cls, index])
-                speaker = speakers[index % len(speakers)]
-                long_test = task == "language" and split == "test"
-                duration = float(rng.uniform(4.0, 6.0) if long_test else rng.uniform(low + extra, high + extra))
-                wave = synthesize(_draw_params(task, cls, speaker, duration, rng), rng)
-                utt_id = f"{split}_{name}_{index:04d}"
-                relative = f"wav/{split}/{utt_id}.wav"
-                write_wav(root / relative, wave, SAMPLE_RATE)
-                actual = wave.shape[0] / SAMPLE_RATE
-                if long_test:
-                    rows.append(ManifestRow(utt_id, relative, name, speaker.speaker_id, "full", actual))
-                    for seconds in (3.0, 1.0):
-                        start = round(float(rng.uniform(0.0, actual - seconds)), 3)
-                        rows.append(
-                            ManifestRow(
-                                f"{utt_id}_{int(seconds)}s",
-                                relative,
-                                name,
-                                speaker.speaker_id,
-                                f"{int(seconds)}s",
-                                seconds,
-                                start=start,
-                                end=round(start + seconds, 3),
-                            )
-                        )
-                else:
-                    rows.append(ManifestRow(utt_id, relative, name, speaker.speaker_id, "", actual))
+        rows = _write_split(root, task, split, classes, count, seed, (low + extra, high + extra), age_boundaries)
         write_manifest(paths[split], rows)
     write_labels(paths["labels"], classes)
     settings_path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
