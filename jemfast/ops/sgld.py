@@ -8,6 +8,7 @@ tests: tests/test_ops_sgld.py (and tests/test_csrc.py for the CUDA kernel).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +28,47 @@ def _check_finite_number(value, name: str, *, non_negative: bool = False) -> flo
     if non_negative and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
+
+
+@dataclass(frozen=True)
+class SGLDSettings:
+    """The scalar arguments of :func:`sgld_update_`, checked once.
+
+    The sampler checks its settings when it is built and then calls :meth:`apply_` every
+    step: the hot loop repeats no argument checks (``sgld_update_`` itself, a public op,
+    checks every call).
+    """
+
+    step_size: float
+    noise_std: float
+    grad_clamp: float | None = None
+    clamp_lo: float | None = None
+    clamp_hi: float | None = None
+
+    @classmethod
+    def checked(cls, step_size, noise_std, grad_clamp=None, clamp=None) -> SGLDSettings:
+        """Validate (finite numbers, ``noise_std >= 0``, ``grad_clamp > 0``, ``lo <= hi``) and convert."""
+        step_size = _check_finite_number(step_size, "step_size")
+        noise_std = _check_finite_number(noise_std, "noise_std", non_negative=True)
+        if grad_clamp is not None:
+            grad_clamp = _check_finite_number(grad_clamp, "grad_clamp")
+            if grad_clamp <= 0:
+                raise ValueError(f"grad_clamp must be > 0 or None, got {grad_clamp}")
+        clamp_lo = clamp_hi = None
+        if clamp is not None:
+            if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+                raise ValueError(f"clamp must be a (lo, hi) pair or None, got {clamp!r}")
+            clamp_lo = _check_finite_number(clamp[0], "clamp[0]")
+            clamp_hi = _check_finite_number(clamp[1], "clamp[1]")
+            if clamp_lo > clamp_hi:
+                raise ValueError(f"clamp must have lo <= hi, got {clamp!r}")
+        return cls(step_size, noise_std, grad_clamp, clamp_lo, clamp_hi)
+
+    def apply_(self, x: torch.Tensor, grad: torch.Tensor, rng_state: torch.Tensor, backend: str) -> None:
+        """The update on contiguous ``x`` and ``grad`` (same shape, dtype, device) with a resolved backend."""
+        torch.ops.jemfast.sgld_update_(
+            x, grad, rng_state, self.step_size, self.noise_std, self.grad_clamp, self.clamp_lo, self.clamp_hi, backend
+        )
 
 
 def sgld_update_(
@@ -79,28 +121,12 @@ def sgld_update_(
     if grad.device != x.device:
         raise ValueError(f"grad is on {grad.device} but x is on {x.device}")
     check_rng_state(rng_state, x.device)
-    step_size = _check_finite_number(step_size, "step_size")
-    noise_std = _check_finite_number(noise_std, "noise_std", non_negative=True)
-    if grad_clamp is not None:
-        grad_clamp = _check_finite_number(grad_clamp, "grad_clamp")
-        if grad_clamp <= 0:
-            raise ValueError(f"grad_clamp must be > 0 or None, got {grad_clamp}")
-    clamp_lo = clamp_hi = None
-    if clamp is not None:
-        if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
-            raise ValueError(f"clamp must be a (lo, hi) pair or None, got {clamp!r}")
-        clamp_lo = _check_finite_number(clamp[0], "clamp[0]")
-        clamp_hi = _check_finite_number(clamp[1], "clamp[1]")
-        if clamp_lo > clamp_hi:
-            raise ValueError(f"clamp must have lo <= hi, got {clamp!r}")
+    settings = SGLDSettings.checked(step_size, noise_std, grad_clamp, clamp)
     if x.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("sgld_update_ modifies x in place; x must not require grad (use x.detach())")
     name = resolve_backend(backend, x.device, op="sgld_update_")
-
     target = x if x.is_contiguous() else x.contiguous()
-    torch.ops.jemfast.sgld_update_(
-        target, grad.contiguous(), rng_state, step_size, noise_std, grad_clamp, clamp_lo, clamp_hi, name
-    )
+    settings.apply_(target, grad.contiguous(), rng_state, name)
     if target is not x:
         x.copy_(target)
     return x

@@ -32,8 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from jemfast.backends import resolve_backend
 from jemfast.cuda_graphs import GraphCache, attribute_key
-from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state, sgld_update_
+from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state
+from jemfast.ops.sgld import SGLDSettings
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
 from jemfast.sampling.norm_stats import frozen_norm_statistics
@@ -338,25 +340,32 @@ class SGLDSampler:
             frozen_norm_statistics(self.model),
             torch.enable_grad(),
         ):
+            if not x.is_contiguous() or x.requires_grad:
+                raise ValueError("run_chain updates x in place: pass a contiguous tensor that does not require grad")
+            # Settings are checked and the backend chosen once per chain, not at every step.
+            updates = self._updates()
+            backend = resolve_backend(self.backend, x.device, op="sgld_update_")
             if self.method == "sgld":
                 for _ in range(self.n_steps):
                     with nvtx_range("sgld/step", self.nvtx):
                         grad = self._input_gradient(x, y)
-                        sgld_update_(
-                            x,
-                            grad,
-                            step_size=self.step_size,
-                            noise_std=self.noise_std,
-                            rng_state=self.rng_state,
-                            grad_clamp=self.grad_clamp,
-                            clamp=self.clamp,
-                            backend=self.backend,
-                        )
+                        updates["langevin"].apply_(x, grad.contiguous(), self.rng_state, backend)
             else:
                 for _ in range(self.n_steps):
                     with nvtx_range("sgld/step", self.nvtx):
-                        self._pyld_step(x, y)
+                        self._pyld_step(x, y, updates, backend)
         return x.detach()
+
+    def _updates(self) -> dict[str, SGLDSettings]:
+        """The chain's update settings, checked: the SGLD step, and PYLD's full, inner and last steps."""
+        updates = {"langevin": SGLDSettings.checked(self.step_size, self.noise_std, self.grad_clamp, self.clamp)}
+        if self.method == "pyld":
+            updates["full"] = SGLDSettings.checked(self.step_size, 0.0, self.grad_clamp, self.clamp)
+            inner = (self.pyld_grad_clamp, self.pyld_clamp)
+            updates["inner"] = SGLDSettings.checked(self.pyld_lr, 0.0, *inner)
+            updates["inner_last"] = SGLDSettings.checked(self.pyld_lr, self.noise_std, *inner)
+            updates["noise"] = SGLDSettings.checked(0.0, self.noise_std)
+        return updates
 
     @property
     def _grad_scale(self) -> float:
@@ -371,7 +380,7 @@ class SGLDSampler:
         (grad,) = torch.autograd.grad(log_p.sum() * scale, x_in)
         return (grad / scale if scale != 1.0 else grad).to(x.dtype)
 
-    def _pyld_step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _pyld_step(self, x: torch.Tensor, y: torch.Tensor | None, updates: dict, backend: str) -> None:
         """One PYLD outer step (JEM++): full gradient and costate, then cheap first-layer steps."""
         captured: list[torch.Tensor] = []
         hook = self.pyld_layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
@@ -392,10 +401,7 @@ class SGLDSampler:
         if scale != 1.0:
             grad_x = grad_x / scale
         if self.step_size != 0.0:
-            sgld_update_(
-                x, grad_x.to(x.dtype), step_size=self.step_size, noise_std=0.0, rng_state=self.rng_state,
-                grad_clamp=self.grad_clamp, clamp=self.clamp, backend=self.backend,
-            )  # fmt: skip
+            updates["full"].apply_(x, grad_x.to(x.dtype).contiguous(), self.rng_state, backend)
         for k in range(self.pyld_inner_steps):
             x_in = x.detach().requires_grad_(True)
             with self._autocast():
@@ -404,16 +410,10 @@ class SGLDSampler:
             if scale != 1.0:
                 grad = grad / scale
             last = k == self.pyld_inner_steps - 1
-            sgld_update_(
-                x, grad.to(x.dtype), step_size=self.pyld_lr, noise_std=self.noise_std if last else 0.0,
-                rng_state=self.rng_state, grad_clamp=self.pyld_grad_clamp, clamp=self.pyld_clamp,
-                backend=self.backend,
-            )  # fmt: skip
+            update = updates["inner_last"] if last else updates["inner"]
+            update.apply_(x, grad.to(x.dtype).contiguous(), self.rng_state, backend)
         if self.pyld_inner_steps == 0 and self.noise_std > 0:
-            sgld_update_(
-                x, torch.zeros_like(x), step_size=0.0, noise_std=self.noise_std, rng_state=self.rng_state,
-                backend=self.backend,
-            )  # fmt: skip
+            updates["noise"].apply_(x, torch.zeros_like(x), self.rng_state, backend)
 
     # ------------------------------------------------------------------ state
     def reseed(self, seed: int) -> None:
