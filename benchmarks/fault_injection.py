@@ -131,6 +131,17 @@ class Runner:
             raise RuntimeError(f"`jemfast {' '.join(map(str, args))}` exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
 
+    def _spawn(self, args: list[str], log_handle) -> subprocess.Popen:
+        """Start ``jemfast *args`` with output to the log and SIGINT at its default."""
+        return subprocess.Popen(
+            self.command(*args),
+            env=self.env,
+            stdout=log_handle,
+            stderr=log_handle,
+            cwd=self.work,
+            preexec_fn=_default_sigint,
+        )
+
     def timed_run(self, args: list[str], watch: Path, log: Path) -> tuple[float, float]:
         """Run a command to completion; returns (seconds until ``watch`` appeared, total seconds)."""
         started = time.perf_counter()
@@ -138,14 +149,7 @@ class Runner:
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"$ jemfast {' '.join(map(str, args))}\n")
             handle.flush()
-            process = subprocess.Popen(
-                self.command(*args),
-                env=self.env,
-                stdout=handle,
-                stderr=handle,
-                cwd=self.work,
-                preexec_fn=_default_sigint,
-            )
+            process = self._spawn(args, handle)
             while process.poll() is None:
                 if appeared is None and watch.exists():
                     appeared = time.perf_counter() - started
@@ -167,14 +171,7 @@ class Runner:
                 f"{'' if kill_at is None else f'  # {signal.Signals(sig).name} at {kill_at:.2f} s'}\n"
             )
             handle.flush()
-            process = subprocess.Popen(
-                self.command(*args),
-                env=self.env,
-                stdout=handle,
-                stderr=handle,
-                cwd=self.work,
-                preexec_fn=_default_sigint,
-            )
+            process = self._spawn(args, handle)
             signalled = False
             try:
                 process.wait(timeout=kill_at if kill_at is not None else self.timeout)
