@@ -431,3 +431,16 @@ def test_float16_input_gradients_do_not_underflow(method):
             pyld_inner_steps=1,
         ).run_chain(x32)
         assert float((x16 - x32).norm() / (x32 - x).norm()) < 0.1
+
+
+def test_run_chain_checks_its_input_once_for_the_whole_chain():
+    """The chain calls the update op without sgld_update_'s per-call checks, so it makes them itself."""
+    model = nn.Linear(2, 3)
+    sampler = SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=2, seed=0)
+    with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
+        sampler.run_chain(torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous"):
+        sampler.run_chain(torch.zeros(2, 4).t())
+    with pytest.raises(ValueError, match="step_size must be finite"):
+        sampler.step_size = float("nan")
+        sampler.run_chain(torch.zeros(4, 2))

@@ -35,7 +35,7 @@ from torch import nn
 from jemfast.backends import resolve_backend
 from jemfast.cuda_graphs import GraphCache, attribute_key
 from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state
-from jemfast.ops.sgld import SGLDSettings
+from jemfast.ops.sgld import SUPPORTED_DTYPES, SGLDSettings
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
 from jemfast.sampling.norm_stats import frozen_norm_statistics
@@ -340,8 +340,12 @@ class SGLDSampler:
             frozen_norm_statistics(self.model),
             torch.enable_grad(),
         ):
+            # The per-call checks of sgld_update_, made once for the whole chain.
             if not x.is_contiguous() or x.requires_grad:
                 raise ValueError("run_chain updates x in place: pass a contiguous tensor that does not require grad")
+            if x.dtype not in SUPPORTED_DTYPES:
+                raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}")
+            check_rng_state(self.rng_state, x.device)
             # Settings are checked and the backend chosen once per chain, not at every step.
             updates = self._updates()
             backend = resolve_backend(self.backend, x.device, op="sgld_update_")
