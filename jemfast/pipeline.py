@@ -302,8 +302,7 @@ def _apply_optimizer_overrides(trainer, stored: dict[str, Any], wanted: dict[str
         logger.info("learning rate rescaled from a peak of %g to %g", stored["lr"], wanted["lr"])
     for key in ("momentum", "weight_decay"):
         if wanted[key] != stored[key]:
-            for group in trainer.optimizer.param_groups:
-                group[key] = wanted[key]
+            trainer.set_optimizer_options(**{key: wanted[key]})
             logger.info("train.%s changed from %g to %g", key, stored[key], wanted[key])
 
 

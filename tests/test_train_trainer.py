@@ -385,3 +385,39 @@ def test_resume_rolls_back_to_the_same_snapshot_as_an_uninterrupted_run(save_aft
     for a, b in zip(straight.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(straight.sampler.buffer.storage, resumed.sampler.buffer.storage)
+
+
+def test_new_optimizer_settings_after_a_resume_survive_a_rollback():
+    """A rollback after ``--resume --set train.lr/momentum`` trains with the new settings."""
+    from jemfast.train import DivergenceGuard
+
+    x, y = blobs(8 * 5, seed=14)
+    batches = [(x[i * 8 : (i + 1) * 8].clone(), y[i * 8 : (i + 1) * 8]) for i in range(5)]
+    batches[2] = (batches[2][0] * 1e12, batches[2][1])  # the first step after the resume explodes
+
+    def trainer():
+        model = mlp()
+        return JEMTrainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            buffer_size=32,
+            sampler_options={"n_steps": 2},
+            seed=1,
+            sample_shape=(DIM,),
+            guard=DivergenceGuard(snapshot_every=1, lr_factor=0.5),
+        )
+
+    first = trainer()
+    for xb, yb in batches[:2]:
+        first.step(xb, yb)
+    resumed = trainer()
+    resumed.load_state_dict(torch.load(_state_bytes(first), weights_only=True))
+    resumed.scale_learning_rates(0.1)
+    resumed.set_optimizer_options(momentum=0.5)
+    for xb, yb in batches[2:]:
+        resumed.step(xb, yb)
+    assert resumed.rollbacks == 1
+    group = resumed.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(0.05 * 0.1 * 0.5) and group["momentum"] == 0.5
+    with pytest.raises(ValueError, match="no option 'betas'"):
+        resumed.set_optimizer_options(betas=(0.9, 0.99))

@@ -622,6 +622,23 @@ class JEMTrainer:
         if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"ratio must be a finite positive number, got {ratio!r}")
         self._scale_learning_rates(float(ratio))
+        self._retake_snapshot()
+
+    def set_optimizer_options(self, **options: float) -> None:
+        """Set options such as ``momentum`` or ``weight_decay`` in every optimizer parameter group
+        (e.g. a resumed run with new settings). Unknown options raise ValueError."""
+        for key, value in options.items():
+            if any(key not in group for group in self.optimizer.param_groups):
+                raise ValueError(f"the optimizer has no option {key!r}")
+            for group in self.optimizer.param_groups:
+                group[key] = value
+        self._retake_snapshot()
+
+    def _retake_snapshot(self) -> None:
+        # The user changed how the run optimises: a rollback must return to a state that
+        # trains with the new settings, not to one saved before they were given.
+        if self._snapshot is not None:
+            self._take_snapshot()
 
     def _scale_learning_rates(self, ratio: float) -> None:
         self._snapshot_is_current = False
