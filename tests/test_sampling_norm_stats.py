@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from jemfast.sampling import ReplayBuffer, SGLDSampler, frozen_norm_statistics, reestimate_norm_statistics
+from jemfast.sampling import (
+    LangevinStep,
+    PYLDStep,
+    ReplayBuffer,
+    SGLDSampler,
+    frozen_norm_statistics,
+    reestimate_norm_statistics,
+)
 from jemfast.train import JEMTrainer
 
 N_CLASSES = 4
@@ -48,20 +55,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("mode", ["eval", "train", "keep"])
-@pytest.mark.parametrize("method", ["sgld", "pyld"])
-def test_the_chain_never_moves_running_statistics(mode, method):
+@pytest.mark.parametrize("step_kind", ["sgld", "pyld"])
+def test_the_chain_never_moves_running_statistics(mode, step_kind):
     model = bn_model()
     model.train()
     before = statistics(model)
-    extra = {"pyld_layer": model[0]} if method == "pyld" else {}
+    step = PYLDStep(layer=model[0]) if step_kind == "pyld" else LangevinStep()
     sampler = SGLDSampler(
         model,
         ReplayBuffer((DIM,), size=64, seed=1, device="cpu"),
         n_steps=3,
         seed=2,
         model_mode=mode,
-        method=method,
-        **extra,
+        step=step,
     )
     sampler.sample(16)
     for b, a in zip(before, statistics(model), strict=True):

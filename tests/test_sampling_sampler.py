@@ -1,4 +1,8 @@
-"""SGLDSampler: Langevin correctness, effect on a trained classifier, no leaked state, PYLD, graphs."""
+"""SGLDSampler: Langevin correctness, effect on a trained classifier, no leaked state, PYLD, settings,
+presets, the deprecated keywords, graphs. The step strategies themselves: tests/test_sampling_steps.py."""
+
+import dataclasses
+import math
 
 import pytest
 import torch
@@ -8,7 +12,7 @@ from torch import nn
 
 from jemfast.ops import random_normal
 from jemfast.profiling import nvtx_range
-from jemfast.sampling import PRESETS, ReplayBuffer, SGLDSampler
+from jemfast.sampling import PRESETS, LangevinStep, PYLDStep, ReplayBuffer, SamplerPreset, SamplerSettings, SGLDSampler
 
 
 class GaussianLogDensity(nn.Module):
@@ -173,10 +177,8 @@ def test_pyld_matches_a_straightforward_reimplementation(noise_std):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 5, 3))
     x0 = torch.rand(5, 1, 6, 5) * 2 - 1
     buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
-    sampler = SGLDSampler(
-        model, buffer, n_steps=3, step_size=0.5, noise_std=noise_std, method="pyld", pyld_layer=model[0],
-        pyld_inner_steps=4, pyld_lr=0.2, pyld_grad_clamp=1.0, pyld_clamp=(-1.0, 1.0), seed=11,
-    )  # fmt: skip
+    step = PYLDStep(inner_steps=4, lr=0.2, grad_clamp=1.0, clamp=(-1.0, 1.0), layer=model[0])
+    sampler = SGLDSampler(model, buffer, n_steps=3, step_size=0.5, noise_std=noise_std, step=step, seed=11)
     got = sampler.run_chain(x0.clone())
     assert all(p.grad is None for p in model.parameters())  # no weight gradient was computed
     expected = _manual_pyld(model, model[0], x0, 3, 0.5, 4, 0.2, 1.0, noise_std, 11)
@@ -186,21 +188,161 @@ def test_pyld_matches_a_straightforward_reimplementation(noise_std):
 def test_pyld_needs_a_first_layer():
     model = nn.Linear(2, 3)
     with pytest.raises(ValueError, match="first_layer"):
-        SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), method="pyld")
+        SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), step=PYLDStep())
+    with pytest.raises(ValueError, match="first_layer"):
+        SGLDSampler.preset("jempp", model, ReplayBuffer((2,), size=8, device="cpu"))
+
+
+class FirstLayerNet(nn.Module):
+    """A classifier with a ``.first_layer``, as PYLD's default layer (jemfast's WideResNet has one)."""
+
+    def __init__(self, first_layer: nn.Module, head: nn.Module):
+        super().__init__()
+        self.first_layer = first_layer
+        self.head = head
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.first_layer(x)))
+
+
+def _first_layer_model():
+    return FirstLayerNet(nn.Linear(2, 4), nn.Linear(4, 3))
 
 
 def test_presets_carry_the_reference_defaults():
-    model = nn.Linear(2, 3)
-    model.first_layer = model
+    model = _first_layer_model()
     jem = SGLDSampler.preset("jem", model, ReplayBuffer((2,), size=8, device="cpu"))
     assert (jem.n_steps, jem.step_size, jem.noise_std, jem.model_mode) == (20, 1.0, 0.01, "eval")
+    assert jem.step == LangevinStep() and jem.method == "sgld"
     jempp = SGLDSampler.preset("jempp", model, ReplayBuffer((2,), size=8, device="cpu"))
-    assert (jempp.method, jempp.pyld_lr, jempp.noise_std, jempp.model_mode) == ("pyld", 0.2, 0.0, "train")
+    assert (jempp.method, jempp.step.lr, jempp.noise_std, jempp.model_mode) == ("pyld", 0.2, 0.0, "train")
+    assert jempp.step == PYLDStep(inner_steps=5, lr=0.2, grad_clamp=1.0, clamp=(-1.0, 1.0), layer=model.first_layer)
     sada = SGLDSampler.preset("sadajem", model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=7)
     assert (sada.n_steps, sada.grad_clamp, sada.clamp, sada.noise_std) == (7, 1.0, (-1.0, 1.0), 0.0)
     assert set(PRESETS) == {"jem", "jempp", "sadajem"}
     with pytest.raises(ValueError, match="preset"):
         SGLDSampler.preset("ebm", model, ReplayBuffer((2,), size=8, device="cpu"))
+
+
+@pytest.mark.parametrize("name", ["jem", "jempp", "sadajem"])
+def test_a_preset_sampler_runs_the_presets_settings(name):
+    model = _first_layer_model()
+    sampler = SGLDSampler.preset(name, model, ReplayBuffer((2,), size=8, device="cpu"))
+    preset = PRESETS[name]
+    assert isinstance(preset, SamplerPreset) and preset.reference and preset.note
+    # the sampler binds a PYLD step's layer to the model's first layer; nothing else differs
+    assert dataclasses.replace(sampler.settings, step=preset.settings.step) == preset.settings
+    if isinstance(preset.settings.step, PYLDStep):
+        assert sampler.step == dataclasses.replace(preset.settings.step, layer=model.first_layer)
+    else:
+        assert sampler.settings == preset.settings
+
+
+def test_preset_overrides_are_settings_fields_or_runtime_options():
+    model = _first_layer_model()
+    buffer = ReplayBuffer((2,), size=8, device="cpu")
+    step = PYLDStep(inner_steps=2, lr=0.1, layer=model.first_layer)
+    sampler = SGLDSampler.preset("jempp", model, buffer, n_steps=3, clamp=(-2, 2), step=step, temperature=2.0, seed=1)
+    expected = dataclasses.replace(PRESETS["jempp"].settings, n_steps=3, clamp=(-2.0, 2.0), step=step)
+    assert sampler.settings == expected and sampler.temperature == 2.0
+    with pytest.raises(TypeError, match="'n_stpes'"):
+        SGLDSampler.preset("jem", model, buffer, n_stpes=3)
+
+
+def test_from_settings_is_the_constructor_with_settings():
+    model = _first_layer_model()
+    settings = SamplerSettings(n_steps=3, step_size=0.5, noise_std=0.1, grad_clamp=2, clamp=(-1, 1), step=PYLDStep())
+    a = SGLDSampler.from_settings(model, ReplayBuffer((2,), size=8, device="cpu"), settings, seed=3, temperature=2.0)
+    b = SGLDSampler(
+        model, ReplayBuffer((2,), size=8, device="cpu"), 3, 0.5, 0.1, 2.0, (-1.0, 1.0), temperature=2.0,
+        step=PYLDStep(layer=model.first_layer), seed=3,
+    )  # fmt: skip
+    assert a.settings == b.settings == dataclasses.replace(settings, step=PYLDStep(layer=model.first_layer))
+    x0 = torch.rand(4, 2)
+    assert torch.equal(a.run_chain(x0.clone()), b.run_chain(x0.clone()))
+    with pytest.raises(TypeError, match="SamplerSettings"):
+        SGLDSampler.from_settings(model, ReplayBuffer((2,), size=8, device="cpu"), {"n_steps": 3})
+    with pytest.raises(TypeError, match="n_steps"):
+        SGLDSampler.from_settings(model, ReplayBuffer((2,), size=8, device="cpu"), settings, n_steps=3)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n_steps", -1, "n_steps must be an int >= 0, got -1"),
+        ("n_steps", 2.0, "n_steps must be an int >= 0, got 2.0"),
+        ("step_size", math.nan, "step_size must be finite, got nan"),
+        ("step_size", "1", "step_size must be a real number, got '1'"),
+        ("noise_std", -0.5, "noise_std must be >= 0.0, got -0.5"),
+        ("grad_clamp", 0.0, "grad_clamp must be > 0 or None, got 0.0"),
+        ("clamp", (1.0, -1.0), r"clamp must have lo <= hi, got \(1.0, -1.0\)"),
+        ("clamp", (0.0,), r"clamp must be a \(lo, hi\) pair or None, got \(0.0,\)"),
+        ("clamp", (0.0, math.inf), r"clamp\[1\] must be finite, got inf"),
+        ("model_mode", "test", "model_mode must be one of .*, got 'test'"),
+        ("step", "pyld", "step must be a chain step .*, got 'pyld'"),
+    ],
+)
+def test_settings_errors_name_the_field_and_the_value(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamplerSettings(**{field: value})
+    sampler = SGLDSampler(nn.Linear(2, 3), ReplayBuffer((2,), size=8, device="cpu"))
+    before = sampler.settings
+    with pytest.raises(ValueError, match=message):
+        setattr(sampler, field, value)
+    assert sampler.settings is before  # a refused assignment changes nothing
+
+
+def test_settings_are_frozen_and_normalised():
+    settings = SamplerSettings(step_size=1, grad_clamp=2, clamp=[-1, 1])
+    assert (settings.step_size, settings.grad_clamp, settings.clamp) == (1.0, 2.0, (-1.0, 1.0))
+    assert isinstance(settings.step_size, float) and isinstance(settings.clamp, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.n_steps = 3
+    assert SamplerSettings() == SamplerSettings(50, 1.0, 0.01, None, None, "eval", LangevinStep())
+
+
+def test_assigning_a_setting_replaces_the_settings():
+    model = _first_layer_model()
+    sampler = SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=2)
+    sampler.n_steps = 4
+    sampler.clamp = [-1, 1]
+    assert sampler.settings == SamplerSettings(n_steps=4, clamp=(-1.0, 1.0))
+    sampler.step = PYLDStep(lr=0.1)  # bound to the model's first layer like a constructor argument
+    assert sampler.settings.step == PYLDStep(lr=0.1, layer=model.first_layer) and sampler.method == "pyld"
+    sampler.settings = SamplerSettings(step=PYLDStep())
+    assert sampler.step.layer is model.first_layer
+    with pytest.raises(TypeError, match="SamplerSettings"):
+        sampler.settings = {"n_steps": 3}
+
+
+def test_the_capture_key_follows_every_setting_and_the_step():
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 3))
+    model.first_layer = model[0]
+    sampler = SGLDSampler(model, ReplayBuffer((2,), size=8, device="cpu"), n_steps=2, seed=0)
+    key = sampler.capture_key()
+    pyld = PYLDStep(layer=model[0])
+    changes = [
+        ("n_steps", 3),
+        ("step_size", 0.5),
+        ("noise_std", 0.0),
+        ("grad_clamp", 1.0),
+        ("clamp", (-1.0, 1.0)),
+        ("model_mode", "train"),
+        ("step", pyld),
+    ]
+    for name, value in changes:
+        old = getattr(sampler, name)
+        setattr(sampler, name, value)
+        assert sampler.capture_key() != key, name
+        setattr(sampler, name, old)
+        assert sampler.capture_key() == key, name
+    sampler.step = pyld
+    key = sampler.capture_key()
+    for field, value in [("inner_steps", 2), ("lr", 0.1), ("grad_clamp", None), ("clamp", None), ("layer", model[2])]:
+        sampler.step = dataclasses.replace(pyld, **{field: value})
+        assert sampler.capture_key() != key, field
+    sampler.step = pyld
+    assert sampler.capture_key() == key
 
 
 def test_state_round_trip_reproduces_samples(toy_classifier):
@@ -223,7 +365,9 @@ def test_state_round_trip_reproduces_samples(toy_classifier):
     "kwargs, message",
     [
         (dict(model_mode="test"), "model_mode"),
-        (dict(method="hmc"), "method"),
+        (dict(step="pyld"), "step"),
+        (dict(grad_clamp=-1.0), "grad_clamp"),
+        (dict(clamp=(1.0, 0.0)), "clamp"),
         (dict(cuda_graph="yes"), "cuda_graph"),
         (dict(temperature=0.0), "temperature"),
         (dict(noise_std=-1.0), "noise_std"),
@@ -313,6 +457,24 @@ def test_stale_captures_are_recaptured():
 
 
 @requires_cuda
+def test_pyld_graph_and_eager_agree_and_a_new_step_recaptures():
+    model, buf_g = _cuda_setup()
+    _, buf_e = _cuda_setup()
+    step = PYLDStep(inner_steps=2, lr=0.1, layer=model[0])
+    graph = SGLDSampler(model, buf_g, n_steps=3, step_size=0.5, step=step, seed=3, cuda_graph=True)
+    eager = SGLDSampler(model, buf_e, n_steps=3, step_size=0.5, step=step, seed=3, cuda_graph=False)
+    for _ in range(2):
+        assert_close(graph.sample(16), eager.sample(16), rtol=1e-4, atol=1e-5, name="samples")
+    assert graph._graphs.captures == 1
+    graph.step = eager.step = dataclasses.replace(step, lr=0.05)
+    assert_close(graph.sample(16), eager.sample(16), rtol=1e-4, atol=1e-5, name="samples after the change")
+    assert graph._graphs.captures == 2
+    graph.n_steps = eager.n_steps = 2
+    assert_close(graph.sample(16), eager.sample(16), rtol=1e-4, atol=1e-5, name="samples after n_steps")
+    assert graph._graphs.captures == 3
+
+
+@requires_cuda
 def test_bf16_autocast_inside_the_graph():
     model, buf = _cuda_setup()
     sampler = SGLDSampler(model, buf, n_steps=3, seed=0, cuda_graph=True, amp_dtype=torch.bfloat16)
@@ -395,7 +557,7 @@ def test_float16_input_gradients_do_not_underflow(method):
 
     def gradient(amp_dtype):
         sampler = SGLDSampler(model, buffer, n_steps=1, seed=0, cuda_graph=False, amp_dtype=amp_dtype)
-        return sampler._input_gradient(x.clone(), None)
+        return sampler.input_gradient(x.clone(), None)
 
     g32, g16 = gradient(None), gradient(torch.float16)
     assert (g32.abs() < 6.1e-5).float().mean() > 0.9  # the premise: mostly subnormal in float16
@@ -403,32 +565,15 @@ def test_float16_input_gradients_do_not_underflow(method):
     assert flushed == 0, f"{flushed} of {g32.numel()} input-gradient entries flushed to zero under float16"
     assert float((g16 - g32).norm() / g32.norm()) < 0.05
     if method == "pyld":  # the PYLD step uses the same scaled gradient and costate
+        step = PYLDStep(inner_steps=1, lr=1e4)
         x16 = x.clone()
         SGLDSampler(
-            model,
-            buffer,
-            n_steps=1,
-            seed=0,
+            model, buffer, n_steps=1, step_size=1e4, noise_std=0.0, amp_dtype=torch.float16, step=step, seed=0,
             cuda_graph=False,
-            amp_dtype=torch.float16,
-            method="pyld",
-            noise_std=0.0,
-            step_size=1e4,
-            pyld_lr=1e4,
-            pyld_inner_steps=1,
-        ).run_chain(x16)
+        ).run_chain(x16)  # fmt: skip
         x32 = x.clone()
         SGLDSampler(
-            model,
-            buffer,
-            n_steps=1,
-            seed=0,
-            cuda_graph=False,
-            method="pyld",
-            noise_std=0.0,
-            step_size=1e4,
-            pyld_lr=1e4,
-            pyld_inner_steps=1,
+            model, buffer, n_steps=1, step_size=1e4, noise_std=0.0, step=step, seed=0, cuda_graph=False
         ).run_chain(x32)
         assert float((x16 - x32).norm() / (x32 - x).norm()) < 0.1
 
@@ -441,6 +586,119 @@ def test_run_chain_checks_its_input_once_for_the_whole_chain():
         sampler.run_chain(torch.zeros(4, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="contiguous"):
         sampler.run_chain(torch.zeros(2, 4).t())
-    with pytest.raises(ValueError, match="step_size must be finite"):
+    with pytest.raises(ValueError, match="step_size must be finite"):  # settings are checked when set
         sampler.step_size = float("nan")
-        sampler.run_chain(torch.zeros(4, 2))
+
+
+# --------------------------------------------------------------------- deprecated keywords (method=, pyld_*=)
+def _pyld_setup():
+    torch.manual_seed(0)
+    model = FirstLayerNet(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.Flatten(), nn.Linear(4 * 6 * 5, 3)))
+    x0 = torch.rand(5, 1, 6, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return model, x0
+
+
+def _chain(model, x0, **options):
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+    sampler = SGLDSampler(model, buffer, n_steps=2, step_size=0.5, noise_std=0.01, seed=3, **options)
+    return sampler, sampler.run_chain(x0.clone())
+
+
+@pytest.mark.parametrize(
+    "keyword, field, value",
+    [
+        ("pyld_layer", "layer", "conv"),
+        ("pyld_inner_steps", "inner_steps", 2),
+        ("pyld_lr", "lr", 0.1),
+        ("pyld_grad_clamp", "grad_clamp", 0.5),
+        ("pyld_clamp", "clamp", (-0.8, 0.8)),
+    ],
+)
+def test_each_deprecated_pyld_keyword_warns_and_builds_the_same_step(keyword, field, value):
+    model, x0 = _pyld_setup()
+    value = model.first_layer if value == "conv" else value
+    with pytest.warns(DeprecationWarning) as record:
+        old, got = _chain(model, x0, method="pyld", **{keyword: value})
+    assert sorted(str(w.message) for w in record) == [
+        "method='pyld' is deprecated; pass step=PYLDStep(...)",
+        f"{keyword} is deprecated; pass step=PYLDStep({field}=...)",
+    ]
+    new, expected = _chain(model, x0, step=PYLDStep(**{field: value}))
+    assert old.settings == new.settings
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("method, step", [("pyld", PYLDStep()), ("sgld", LangevinStep())])
+def test_deprecated_method_keyword_warns_and_builds_the_same_step(method, step):
+    model, x0 = _pyld_setup()
+    with pytest.warns(DeprecationWarning, match=f"method='{method}' is deprecated; pass step="):
+        old, got = _chain(model, x0, method=method)
+    new, expected = _chain(model, x0, step=step)
+    assert old.settings == new.settings and old.method == method
+    assert torch.equal(got, expected)
+
+
+def test_deprecated_pyld_keywords_leave_an_sgld_chain_alone_as_before():
+    model, x0 = _pyld_setup()
+    with pytest.warns(DeprecationWarning, match=r"pyld_lr is deprecated; .* no effect on an SGLD chain"):
+        old, got = _chain(model, x0, pyld_lr=0.1)
+    new, expected = _chain(model, x0)
+    assert old.step == LangevinStep() and torch.equal(got, expected)
+
+
+def test_deprecated_preset_overrides_replace_fields_of_the_presets_step():
+    model, x0 = _pyld_setup()
+
+    def run(**overrides):
+        buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+        sampler = SGLDSampler.preset("jempp", model, buffer, n_steps=2, noise_std=0.01, seed=3, **overrides)
+        return sampler, sampler.run_chain(x0.clone())
+
+    with pytest.warns(DeprecationWarning) as record:
+        old, got = run(pyld_lr=0.1, pyld_clamp=(-3, 3))
+    assert sorted(str(w.message) for w in record) == [
+        "pyld_clamp is deprecated; pass step=PYLDStep(clamp=...)",
+        "pyld_lr is deprecated; pass step=PYLDStep(lr=...)",
+    ]
+    step = dataclasses.replace(PRESETS["jempp"].settings.step, lr=0.1, clamp=(-3.0, 3.0))
+    new, expected = run(step=step)
+    assert old.settings == new.settings and old.step.lr == 0.1 and old.step.inner_steps == 5
+    assert torch.equal(got, expected)
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+    with pytest.warns(DeprecationWarning, match="method='pyld'"):
+        assert SGLDSampler.preset("jem", model, buffer, method="pyld").step == PYLDStep(layer=model.first_layer)
+
+
+def test_deprecated_keywords_refuse_a_step_too_and_unknown_keywords():
+    model, x0 = _pyld_setup()
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="pass step= or the deprecated pyld_lr, not both"):
+        SGLDSampler(model, buffer, step=PYLDStep(), pyld_lr=0.1)
+    with pytest.raises(ValueError, match="not both"):
+        SGLDSampler.preset("jempp", model, buffer, step=PYLDStep(), pyld_lr=0.1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        SGLDSampler(model, buffer, method="hmc")
+    with pytest.raises(TypeError, match="'pyld_rl', 'stepsize'"):
+        SGLDSampler(model, buffer, stepsize=0.1, pyld_rl=0.1)
+
+
+def test_deprecated_pyld_attributes_read_the_step():
+    model, _ = _pyld_setup()
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+    sampler = SGLDSampler(model, buffer, step=PYLDStep(lr=0.1, clamp=(-3, 3)))
+    with pytest.warns(DeprecationWarning, match=r"sampler.pyld_lr is deprecated; read sampler.step.lr"):
+        assert sampler.pyld_lr == 0.1
+    with pytest.warns(DeprecationWarning, match="pyld_clamp"):
+        assert sampler.pyld_clamp == (-3.0, 3.0)
+    with pytest.warns(DeprecationWarning), pytest.raises(AttributeError, match="not a PYLDStep"):
+        SGLDSampler(model, buffer).pyld_lr  # noqa: B018
+
+
+def test_deprecated_preset_indexing_reads_the_preset():
+    with pytest.warns(DeprecationWarning, match=r"PRESETS\[name\].settings"):
+        keywords, source = PRESETS["jempp"]
+    assert keywords["n_steps"] == 5 and keywords["step"] == PRESETS["jempp"].settings.step
+    assert source.reference == PRESETS["jempp"].reference
+    model, x0 = _pyld_setup()
+    buffer = ReplayBuffer((1, 6, 5), size=8, seed=0, device="cpu")
+    assert SGLDSampler(model, buffer, **keywords).settings == SGLDSampler.preset("jempp", model, buffer).settings

@@ -38,12 +38,12 @@ import torch
 
 from jemfast.cuda_graphs import attribute_key
 from jemfast.ops import make_rng_state, random_normal, random_uniform
+from jemfast.sampling.choices import INIT_CHOICES
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReplayBuffer", "INIT_CHOICES", "STD_FLOOR"]
 
-INIT_CHOICES = ("uniform", "normal", "class_gaussian")
 # Lower bound on the fitted per-class standard deviations: feature dimensions
 # that are constant within a class (padding, silent frames) would otherwise get
 # sigma = 0 and every fresh chain would start exactly at the class mean there.

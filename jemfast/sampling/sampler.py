@@ -2,29 +2,37 @@
 
 A JEM classifier f defines ``log p(x) = logsumexp(f(x) / T) + const`` (and
 ``log p(x, y) = f(x)[y] / T + const``). :class:`SGLDSampler` draws approximate
-samples by Stochastic Gradient Langevin Dynamics started from a
-:class:`~jemfast.sampling.buffer.ReplayBuffer` (persistent chains):
+samples by Langevin dynamics started from a
+:class:`~jemfast.sampling.buffer.ReplayBuffer` (persistent chains): ``n_steps`` outer
+steps of a step strategy (:mod:`jemfast.sampling.steps`), by default SGLD,
 
     x <- clip(x + step_size * clip(grad_x log p(x)) + noise_std * z, clamp)
 
-n_steps times, with the fused :func:`jemfast.ops.sgld_update_`. Only the input
-gradient is computed: the parameters' ``requires_grad`` is switched off for the
-chain and restored afterwards. On a CUDA device the whole chain (buffer draw,
-re-init, n_steps of forward + input gradient + update, write-back) is captured
-once into a CUDA graph and replayed (:mod:`jemfast.cuda_graphs`), re-captured whenever
-:meth:`SGLDSampler.capture_key` changes.
+with the fused :func:`jemfast.ops.sgld_update_` (:class:`~jemfast.sampling.steps.LangevinStep`),
+or JEM++'s proximal sampler (:class:`~jemfast.sampling.steps.PYLDStep`). Only the input
+gradient is computed: the parameters' ``requires_grad`` is switched off for the chain
+and restored afterwards.
 
-``method="pyld"`` is JEM++'s sampler (Yang & Ji 2021): each outer step takes one
-full forward/backward to get the input gradient and the *costate* p (the
-gradient of log p(x) with respect to the first layer's output), then
-``pyld_inner_steps`` cheap steps that back-propagate ``sum(first_layer(x) * p)``
-through the first layer only.
+What the chain computes is one :class:`SamplerSettings` (validated, frozen); how it
+runs (temperature, autocast dtype, CUDA graphs, noise seed, kernel backend, NVTX) are
+the sampler's own arguments. :data:`PRESETS` holds the reference implementations'
+settings (:meth:`SGLDSampler.preset`).
+
+On a CUDA device the whole chain (buffer draw, re-init, n_steps of forward + input
+gradient + update, write-back) is captured once into a CUDA graph and replayed
+(:mod:`jemfast.cuda_graphs`), re-captured whenever :meth:`SGLDSampler.capture_key`
+changes (it covers the settings, the step strategy included).
+
+The keywords ``method=`` and ``pyld_*=`` of earlier versions still work, with a
+DeprecationWarning each; they map onto ``step=PYLDStep(...)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +43,22 @@ from torch import nn
 from jemfast.backends import resolve_backend
 from jemfast.cuda_graphs import GraphCache, attribute_key
 from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state
-from jemfast.ops.sgld import SUPPORTED_DTYPES, SGLDSettings
+from jemfast.ops.sgld import SUPPORTED_DTYPES
 from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
+from jemfast.sampling.choices import MODEL_MODES
 from jemfast.sampling.norm_stats import frozen_norm_statistics
+from jemfast.sampling.steps import (
+    ChainStep,
+    LangevinStep,
+    PYLDStep,
+    check_clamp,
+    check_finite,
+    check_grad_clamp,
+    check_int,
+)
 
 logger = logging.getLogger(__name__)
-
-MODEL_MODES = ("eval", "train", "keep")
-CHAIN_METHODS = ("sgld", "pyld")
 
 # Input gradients of log p(x) are tiny: on WRN-10-1 and WRN-28-5 (no norm, 32 x 192
 # inputs in [-1, 1]) their median magnitude is 6e-6 and 99.9% of them lie below
@@ -56,50 +71,143 @@ FP16_GRAD_SCALE = 2.0**12
 
 
 @dataclass(frozen=True)
-class PresetSource:
-    """Where a preset's defaults come from."""
+class SamplerSettings:
+    """What a sampler's chain computes, validated when built (errors name the field).
 
-    reference: str
-    note: str
+    Args:
+        n_steps: outer steps per call (>= 0).
+        step_size: multiplies grad_x log p(x) (the JEM reference's ``sgld_lr``).
+        noise_std: standard deviation of the Gaussian noise added each step (>= 0).
+        grad_clamp: clip the input gradient to [-grad_clamp, grad_clamp] (> 0; None: no clip).
+        clamp: clip samples to (lo, hi) after each step (None: no clip).
+        model_mode: "eval" (JEM), "train" (JEM++ / SADA-JEM: batch norm uses batch
+            statistics) or "keep"; the model's mode is restored after each call. In
+            every mode the chain leaves batch-norm running statistics untouched
+            (:mod:`jemfast.sampling.norm_stats`).
+        step: the step strategy, :class:`LangevinStep` (SGLD) or :class:`PYLDStep` (JEM++).
+    """
+
+    n_steps: int = 50
+    step_size: float = 1.0
+    noise_std: float = 0.01
+    grad_clamp: float | None = None
+    clamp: tuple[float, float] | None = None
+    model_mode: str = "eval"
+    step: ChainStep = LangevinStep()
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__  # frozen: store the normalised values
+        set_field(self, "n_steps", check_int("n_steps", self.n_steps, minimum=0))
+        set_field(self, "step_size", check_finite("step_size", self.step_size))
+        set_field(self, "noise_std", check_finite("noise_std", self.noise_std, minimum=0.0))
+        set_field(self, "grad_clamp", check_grad_clamp("grad_clamp", self.grad_clamp))
+        set_field(self, "clamp", check_clamp("clamp", self.clamp))
+        if self.model_mode not in MODEL_MODES:
+            raise ValueError(f"model_mode must be one of {MODEL_MODES}, got {self.model_mode!r}")
+        if not isinstance(self.step, ChainStep):
+            raise ValueError(f"step must be a chain step such as LangevinStep() or PYLDStep(), got {self.step!r:.80}")
+
+    def capture_key(self) -> tuple:
+        """Every field; the step by its own ``capture_key()``."""
+        return attribute_key(self)
+
+
+@dataclass(frozen=True)
+class SamplerPreset:
+    """A reference implementation's sampler settings and where they come from."""
+
+    settings: SamplerSettings
+    reference: str  # the implementation (repository, script, paper)
+    note: str  # the flags and behaviour the settings reproduce
+
+    def __getitem__(self, index: int) -> Any:
+        # PRESETS used to map names to (constructor keywords, source) pairs.
+        if index not in (0, 1):
+            raise IndexError(index)
+        warnings.warn(
+            "PRESETS[name][0] and [1] are deprecated; read PRESETS[name].settings, .reference and .note",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _fields(self.settings) if index == 0 else self
 
 
 # Defaults of the public reference implementations, as their training scripts run them.
-PRESETS: dict[str, tuple[dict[str, Any], PresetSource]] = {
-    "jem": (
-        dict(n_steps=20, step_size=1.0, noise_std=0.01, model_mode="eval", method="sgld"),
-        PresetSource(
-            "wgrathwohl/JEM, train_wrn_ebm.py (Grathwohl et al. 2019)",
-            "--n_steps 20 --sgld_lr 1.0 --sgld_std 0.01, uniform [-1, 1] buffer init, "
-            "reinit_freq 0.05, f.eval() during sampling",
-        ),
+PRESETS: dict[str, SamplerPreset] = {
+    "jem": SamplerPreset(
+        SamplerSettings(n_steps=20, step_size=1.0, noise_std=0.01, model_mode="eval"),
+        "wgrathwohl/JEM, train_wrn_ebm.py (Grathwohl et al. 2019)",
+        "--n_steps 20 --sgld_lr 1.0 --sgld_std 0.01, uniform [-1, 1] buffer init, "
+        "reinit_freq 0.05, f.eval() during sampling",
     ),
-    "jempp": (
-        dict(
+    "jempp": SamplerPreset(
+        SamplerSettings(
             n_steps=5,
             step_size=1.0,
             noise_std=0.0,
             model_mode="train",
-            method="pyld",
-            pyld_inner_steps=5,
-            pyld_lr=0.2,
-            pyld_grad_clamp=1.0,
-            pyld_clamp=(-1.0, 1.0),
+            step=PYLDStep(inner_steps=5, lr=0.2, grad_clamp=1.0, clamp=(-1.0, 1.0)),
         ),
-        PresetSource(
-            "sndnyang/JEMPP, train_jempp.py and scripts/jempp_cifar10.sh (Yang & Ji 2021)",
-            "--n_steps 5 --in_steps 5 --pyld_lr 0.2 --sgld_lr 1.0 --eps 1 --sgld_std 0, "
-            "inner steps clamp x to [-1, 1], class-conditional Gaussian buffer init, "
-            "batch norm in train mode during sampling",
-        ),
+        "sndnyang/JEMPP, train_jempp.py and scripts/jempp_cifar10.sh (Yang & Ji 2021)",
+        "--n_steps 5 --in_steps 5 --pyld_lr 0.2 --sgld_lr 1.0 --eps 1 --sgld_std 0, "
+        "inner steps clamp x to [-1, 1], class-conditional Gaussian buffer init, "
+        "batch norm in train mode during sampling",
     ),
-    "sadajem": (
-        dict(n_steps=5, step_size=1.0, noise_std=0.0, grad_clamp=1.0, clamp=(-1.0, 1.0), model_mode="train"),
-        PresetSource(
-            "sndnyang/SADAJEM (Yang, Su & Ji 2023)",
-            "5 SGLD steps, gradient clamped to [-1, 1], x clamped to [-1, 1], no noise",
-        ),
+    "sadajem": SamplerPreset(
+        SamplerSettings(n_steps=5, step_size=1.0, noise_std=0.0, grad_clamp=1.0, clamp=(-1.0, 1.0), model_mode="train"),
+        "sndnyang/SADAJEM (Yang, Su & Ji 2023)",
+        "5 SGLD steps, gradient clamped to [-1, 1], x clamped to [-1, 1], no noise",
     ),
 }
+
+# SGLDSampler's arguments that are not settings: how the chain runs, not what it computes.
+RUNTIME_OPTIONS = ("temperature", "amp_dtype", "cuda_graph", "seed", "backend", "nvtx")
+# The deprecated keywords and the PYLDStep field each one sets.
+DEPRECATED_PYLD_KEYWORDS = {
+    "pyld_layer": "layer",
+    "pyld_inner_steps": "inner_steps",
+    "pyld_lr": "lr",
+    "pyld_grad_clamp": "grad_clamp",
+    "pyld_clamp": "clamp",
+}
+CHAIN_METHODS = ("sgld", "pyld")  # the deprecated method= keyword's values
+
+
+def _fields(settings: SamplerSettings) -> dict[str, Any]:
+    # Shallow, unlike dataclasses.asdict: the step (and a PYLD layer) stay the same objects.
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+
+
+def _step_from_deprecated_keywords(step: ChainStep | None, base: ChainStep, keywords: dict[str, Any]) -> ChainStep:
+    """The step ``method=`` and ``pyld_*=`` ask for, on top of ``base``; one DeprecationWarning each.
+
+    As before, ``pyld_*`` keywords only matter for a PYLD chain: ``method="pyld"``, or
+    ``base`` a PYLDStep (a preset's).
+    """
+    unknown = sorted(set(keywords) - {"method", *DEPRECATED_PYLD_KEYWORDS})
+    if unknown:
+        raise TypeError(f"SGLDSampler got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
+    if not keywords:
+        return base if step is None else step
+    if step is not None:
+        raise ValueError(f"pass step= or the deprecated {', '.join(sorted(keywords))}, not both")
+    method = keywords.get("method", PYLDStep.name if isinstance(base, PYLDStep) else LangevinStep.name)
+    if method not in CHAIN_METHODS:
+        raise ValueError(f"method must be one of {CHAIN_METHODS}, got {method!r}")
+    if "method" in keywords:
+        replacement = "step=PYLDStep(...)" if method == "pyld" else "step=LangevinStep() (the default)"
+        # stacklevel 3: the caller of SGLDSampler() or SGLDSampler.preset().
+        warnings.warn(f"method={method!r} is deprecated; pass {replacement}", DeprecationWarning, stacklevel=3)
+    changes = {}
+    for keyword, field in DEPRECATED_PYLD_KEYWORDS.items():
+        if keyword in keywords:
+            unused = "" if method == "pyld" else " (it has no effect on an SGLD chain)"
+            message = f"{keyword} is deprecated; pass step=PYLDStep({field}=...){unused}"
+            warnings.warn(message, DeprecationWarning, stacklevel=3)
+            changes[field] = keywords[keyword]
+    if method == "pyld":
+        return dataclasses.replace(base if isinstance(base, PYLDStep) else PYLDStep(), **changes)
+    return LangevinStep() if "method" in keywords else base
 
 
 @contextlib.contextmanager
@@ -138,42 +246,84 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+class _Setting:
+    """A sampler attribute that reads ``sampler.settings.<name>``; assigning one replaces the settings.
+
+    The replacement is validated like any :class:`SamplerSettings` and changes the
+    sampler's capture key, so a captured chain is re-captured.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, sampler: SGLDSampler | None, owner: type | None = None) -> Any:
+        if sampler is None:
+            return self
+        return getattr(sampler.settings, self.name)
+
+    def __set__(self, sampler: SGLDSampler, value: Any) -> None:
+        sampler.settings = dataclasses.replace(sampler.settings, **{self.name: value})
+
+
+class _DeprecatedPYLDAttribute:
+    """Read-only ``sampler.pyld_*``: the PYLD step's field, with a DeprecationWarning."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.field = name, DEPRECATED_PYLD_KEYWORDS[name]
+
+    def __get__(self, sampler: SGLDSampler | None, owner: type | None = None) -> Any:
+        if sampler is None:
+            return self
+        warnings.warn(
+            f"sampler.{self.name} is deprecated; read sampler.step.{self.field}", DeprecationWarning, stacklevel=2
+        )
+        if not isinstance(sampler.step, PYLDStep):
+            raise AttributeError(f"{self.name}: this sampler's step is {sampler.step!r}, not a PYLDStep")
+        return getattr(sampler.step, self.field)
 
 
 class SGLDSampler:
-    """Draws negative samples for JEM training by SGLD from a replay buffer.
+    """Draws negative samples for JEM training by Langevin dynamics from a replay buffer.
+
+    The arguments from ``n_steps`` to ``model_mode`` and ``step`` are the chain's
+    :class:`SamplerSettings` (see there), kept as :attr:`settings`; the others say how it
+    runs. Build one from settings with :meth:`from_settings` or from a reference
+    implementation's with :meth:`preset`.
 
     Args:
         model: classifier mapping (B, *sample_shape) inputs to (B, C) logits.
         buffer: the :class:`ReplayBuffer` holding the persistent chains.
-        n_steps: SGLD steps per call (outer steps for "pyld").
-        step_size: multiplies grad_x log p(x) (the JEM reference's ``sgld_lr``).
-        noise_std: standard deviation of the Gaussian noise added each step.
-        grad_clamp: clip the input gradient to [-grad_clamp, grad_clamp] (None: no clip).
-        clamp: clip samples to (lo, hi) after each step (None: no clip).
+        n_steps, step_size, noise_std, grad_clamp, clamp, model_mode: see :class:`SamplerSettings`.
         temperature: T in log p(x) = logsumexp(f(x) / T).
-        model_mode: "eval" (JEM), "train" (JEM++ / SADA-JEM: batch norm uses batch
-            statistics) or "keep"; the model's mode is restored after each call. In
-            every mode the chain leaves batch-norm running statistics untouched
-            (:mod:`jemfast.sampling.norm_stats`).
         amp_dtype: run the model under ``torch.autocast`` with this dtype (e.g.
             torch.bfloat16); the update itself is always float32 arithmetic. Under
             float16 the input gradient is taken of ``FP16_GRAD_SCALE * log p`` and divided
             back, so it does not underflow (see that constant).
         cuda_graph: True, False or "auto" (on for CUDA buffers).
-        method: "sgld" or "pyld".
-        pyld_layer: the module whose output is the PYLD costate (default
-            ``model.first_layer``).
-        pyld_inner_steps, pyld_lr, pyld_grad_clamp, pyld_clamp: PYLD's inner steps,
-            their step size, gradient clip and sample clip.
+        step: the step strategy (None: :class:`LangevinStep`, SGLD); a
+            :class:`PYLDStep` without a layer gets the model's ``.first_layer``.
         seed: seed of the sampler's noise stream (None: drawn from torch's generator).
         backend: kernel backend for the update (None: fastest available).
         nvtx: emit NVTX ranges (None: follow ``JEMFAST_NVTX``).
+        **deprecated: ``method="sgld" | "pyld"`` and ``pyld_layer``, ``pyld_inner_steps``,
+            ``pyld_lr``, ``pyld_grad_clamp``, ``pyld_clamp``, mapped onto
+            ``step=PYLDStep(...)`` with a DeprecationWarning each.
     """
+
+    # Read (and assignable) views of self.settings.
+    n_steps = _Setting()
+    step_size = _Setting()
+    noise_std = _Setting()
+    grad_clamp = _Setting()
+    clamp = _Setting()
+    model_mode = _Setting()
+    step = _Setting()
+    # Deprecated read-only views of a PYLD step's fields.
+    pyld_layer = _DeprecatedPYLDAttribute()
+    pyld_inner_steps = _DeprecatedPYLDAttribute()
+    pyld_lr = _DeprecatedPYLDAttribute()
+    pyld_grad_clamp = _DeprecatedPYLDAttribute()
+    pyld_clamp = _DeprecatedPYLDAttribute()
 
     def __init__(
         self,
@@ -188,77 +338,93 @@ class SGLDSampler:
         model_mode: str = "eval",
         amp_dtype: torch.dtype | None = None,
         cuda_graph: bool | str = "auto",
-        method: str = "sgld",
         *,
-        pyld_layer: nn.Module | None = None,
-        pyld_inner_steps: int = 5,
-        pyld_lr: float = 0.2,
-        pyld_grad_clamp: float | None = 1.0,
-        pyld_clamp: tuple[float, float] | None = (-1.0, 1.0),
+        step: ChainStep | None = None,
         seed: int | None = None,
         backend: str | None = None,
         nvtx: bool | None = None,
+        **deprecated: Any,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(buffer, ReplayBuffer):
             raise TypeError(f"buffer must be a jemfast ReplayBuffer, got {type(buffer).__name__}")
-        _check_positive_int("n_steps", n_steps, 0)
-        _check_choice("model_mode", model_mode, MODEL_MODES)
-        _check_choice("method", method, CHAIN_METHODS)
+        step = _step_from_deprecated_keywords(step, LangevinStep(), deprecated)
+        settings = SamplerSettings(n_steps, step_size, noise_std, grad_clamp, clamp, model_mode, step)
         _check_choice("cuda_graph", cuda_graph, (True, False, "auto"))
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if amp_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        if method == "pyld":
-            _check_positive_int("pyld_inner_steps", pyld_inner_steps, 0)
-            layer = pyld_layer if pyld_layer is not None else getattr(model, "first_layer", None)
-            if not isinstance(layer, nn.Module):
-                raise ValueError(
-                    "method='pyld' needs the first layer: pass pyld_layer=<module> or give the model "
-                    "a .first_layer attribute (jemfast's WideResNet has one)"
-                )
-            pyld_layer = layer
         if cuda_graph is True and buffer.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA buffer; this buffer is on {buffer.device}")
 
         self.model = model
         self.buffer = buffer
-        self.n_steps = n_steps
-        self.step_size = float(step_size)
-        self.noise_std = float(noise_std)
-        self.grad_clamp = grad_clamp
-        self.clamp = tuple(clamp) if clamp is not None else None
+        self.settings = settings  # after self.model: binds the step to the model
         self.temperature = float(temperature)
-        self.model_mode = model_mode
         self.amp_dtype = amp_dtype
-        self.method = method
-        self.pyld_layer = pyld_layer
-        self.pyld_inner_steps = pyld_inner_steps
-        self.pyld_lr = float(pyld_lr)
-        self.pyld_grad_clamp = pyld_grad_clamp
-        self.pyld_clamp = tuple(pyld_clamp) if pyld_clamp is not None else None
         self.backend = backend
         self.nvtx = nvtx
         self.rng_state = make_rng_state(seed, buffer.device)
         self.use_cuda_graph = cuda_graph is True or (cuda_graph == "auto" and buffer.device.type == "cuda")
         self._graphs: GraphCache | None = None  # built on the first captured call
 
-    # ------------------------------------------------------------------ presets
+    @property
+    def settings(self) -> SamplerSettings:
+        """What the chain computes; the one place the chain reads its settings from."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: SamplerSettings) -> None:
+        if not isinstance(settings, SamplerSettings):
+            raise TypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}")
+        step = settings.step.bind(self.model)
+        self._settings = settings if step is settings.step else dataclasses.replace(settings, step=step)
+
+    @property
+    def method(self) -> str:
+        """The step strategy's short name ("sgld", "pyld"), for logs."""
+        return self.step.name
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(
+        cls,
+        model: nn.Module,
+        buffer: ReplayBuffer,
+        settings: SamplerSettings,
+        *,
+        temperature: float = 1.0,
+        amp_dtype: torch.dtype | None = None,
+        cuda_graph: bool | str = "auto",
+        seed: int | None = None,
+        backend: str | None = None,
+        nvtx: bool | None = None,
+    ) -> SGLDSampler:
+        """A sampler running ``settings``; the keywords are the runtime options of the constructor."""
+        if not isinstance(settings, SamplerSettings):
+            raise TypeError(f"settings must be a SamplerSettings, got {type(settings).__name__}")
+        runtime = dict(temperature=temperature, amp_dtype=amp_dtype, cuda_graph=cuda_graph, seed=seed)
+        return cls(model, buffer, **_fields(settings), **runtime, backend=backend, nvtx=nvtx)
+
     @classmethod
     def preset(cls, name: str, model: nn.Module, buffer: ReplayBuffer, **overrides: Any) -> SGLDSampler:
-        """A sampler with a reference implementation's defaults ("jem", "jempp", "sadajem").
+        """A sampler with a reference implementation's settings ("jem", "jempp", "sadajem").
 
-        See :data:`PRESETS` for each preset's values and source; ``overrides`` replace any of them.
+        See :data:`PRESETS` for each preset's settings and source. ``overrides`` are
+        :class:`SamplerSettings` fields, which replace the preset's, and runtime options
+        (those of :meth:`from_settings`). The deprecated ``method`` and ``pyld_*`` keywords
+        replace fields of the preset's step (jempp's PYLDStep).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {tuple(PRESETS)}")
-        kwargs = dict(PRESETS[name][0])
-        kwargs.update(overrides)
-        return cls(model, buffer, **kwargs)
+        settings = PRESETS[name].settings
+        changes = {k: overrides.pop(k) for k in list(overrides) if k in _fields(settings)}
+        deprecated = {k: overrides.pop(k) for k in list(overrides) if k not in RUNTIME_OPTIONS}
+        if deprecated:
+            changes["step"] = _step_from_deprecated_keywords(changes.get("step"), settings.step, deprecated)
+        return cls.from_settings(model, buffer, dataclasses.replace(settings, **changes), **overrides)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -273,7 +439,7 @@ class SGLDSampler:
             (B, *sample_shape) detached samples in the buffer's dtype; they are also
             written back into the buffer.
         """
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, minimum=1)
         if y is not None:
             if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (batch_size,):
                 raise ValueError(f"y must be an int64 tensor of shape ({batch_size},), got {y!r:.80}")
@@ -294,9 +460,10 @@ class SGLDSampler:
     def capture_key(self) -> tuple:
         """What a captured chain depends on besides tensor contents.
 
-        Every attribute of the sampler (settings, the model's parameters, buffers and
-        modes, the replay buffer's :meth:`~ReplayBuffer.capture_key`, the noise state's
-        storage) and whether grad mode is on; a new attribute is included by itself.
+        Every attribute of the sampler (the settings with the step strategy, the runtime
+        options, the model's parameters, buffers and modes, the replay buffer's
+        :meth:`~ReplayBuffer.capture_key`, the noise state's storage) and whether grad
+        mode is on; a new attribute is included by itself.
         """
         return attribute_key(self, skip=("_graphs",)), torch.is_grad_enabled()
 
@@ -316,27 +483,15 @@ class SGLDSampler:
                     self.buffer.write(idx, x)
         return x
 
-    def log_p(self, logits: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """Unnormalised log density per sample, (B,): logsumexp(logits / T), or logits[y] / T."""
-        if y is None:
-            return energy(logits, self.temperature) * (-1.0 / self.temperature)
-        return logits.gather(1, y.view(-1, 1)).squeeze(1) / self.temperature
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        # The autocast weight-cast cache must be off: a CUDA graph would replay
-        # casts of stale weights otherwise.
-        return torch.autocast(self.buffer.device.type, dtype=self.amp_dtype, cache_enabled=False)
-
     def run_chain(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Run the chain on starting points ``x`` (updated in place) and return them.
 
         x: (B, *sample_shape) tensor not requiring grad; y: optional (B,) labels.
         """
+        settings = self.settings
         with (
             input_gradient_only(self.model),
-            model_mode(self.model, self.model_mode),
+            model_mode(self.model, settings.model_mode),
             frozen_norm_statistics(self.model),
             torch.enable_grad(),
         ):
@@ -346,78 +501,43 @@ class SGLDSampler:
             if x.dtype not in SUPPORTED_DTYPES:
                 raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}")
             check_rng_state(self.rng_state, x.device)
-            # Settings are checked and the backend chosen once per chain, not at every step.
-            updates = self._updates()
+            # The updates are checked and the backend chosen once per chain, not at every step.
+            updates = settings.step.updates(self)
             backend = resolve_backend(self.backend, x.device, op="sgld_update_")
-            if self.method == "sgld":
-                for _ in range(self.n_steps):
-                    with nvtx_range("sgld/step", self.nvtx):
-                        grad = self._input_gradient(x, y)
-                        updates["langevin"].apply_(x, grad.contiguous(), self.rng_state, backend)
-            else:
-                for _ in range(self.n_steps):
-                    with nvtx_range("sgld/step", self.nvtx):
-                        self._pyld_step(x, y, updates, backend)
+            for _ in range(settings.n_steps):
+                with nvtx_range("sgld/step", self.nvtx):
+                    settings.step.run(self, x, y, updates, backend)
         return x.detach()
 
-    def _updates(self) -> dict[str, SGLDSettings]:
-        """The chain's update settings, checked: the SGLD step, and PYLD's full, inner and last steps."""
-        updates = {"langevin": SGLDSettings.checked(self.step_size, self.noise_std, self.grad_clamp, self.clamp)}
-        if self.method == "pyld":
-            updates["full"] = SGLDSettings.checked(self.step_size, 0.0, self.grad_clamp, self.clamp)
-            inner = (self.pyld_grad_clamp, self.pyld_clamp)
-            updates["inner"] = SGLDSettings.checked(self.pyld_lr, 0.0, *inner)
-            updates["inner_last"] = SGLDSettings.checked(self.pyld_lr, self.noise_std, *inner)
-            updates["noise"] = SGLDSettings.checked(0.0, self.noise_std)
-        return updates
+    # ------------------------------------------------------------------ what steps call
+    def log_p(self, logits: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Unnormalised log density per sample, (B,): logsumexp(logits / T), or logits[y] / T."""
+        if y is None:
+            return energy(logits, self.temperature) * (-1.0 / self.temperature)
+        return logits.gather(1, y.view(-1, 1)).squeeze(1) / self.temperature
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` with ``amp_dtype`` for the model's forward (a no-op without one)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        # The autocast weight-cast cache must be off: a CUDA graph would replay
+        # casts of stale weights otherwise.
+        return torch.autocast(self.buffer.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
     @property
-    def _grad_scale(self) -> float:
+    def grad_scale(self) -> float:
+        """What log p is multiplied by before a backward: FP16_GRAD_SCALE under float16, else 1."""
         return FP16_GRAD_SCALE if self.amp_dtype == torch.float16 else 1.0
 
-    def _input_gradient(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """grad_x log p(x) (or log p(x, y)) in x's shape and dtype; grad mode must be on."""
         x_in = x.detach().requires_grad_(True)
-        with self._autocast():
+        with self.autocast():
             logits = self.model(x_in)
-        scale = self._grad_scale
+        scale = self.grad_scale
         log_p = self.log_p(logits.float(), y)
         (grad,) = torch.autograd.grad(log_p.sum() * scale, x_in)
         return (grad / scale if scale != 1.0 else grad).to(x.dtype)
-
-    def _pyld_step(self, x: torch.Tensor, y: torch.Tensor | None, updates: dict, backend: str) -> None:
-        """One PYLD outer step (JEM++): full gradient and costate, then cheap first-layer steps."""
-        captured: list[torch.Tensor] = []
-        hook = self.pyld_layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
-        try:
-            x_in = x.detach().requires_grad_(True)
-            with self._autocast():
-                logits = self.model(x_in)
-        finally:
-            hook.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"the PYLD layer ran {len(captured)} times in one forward pass; expected exactly once")
-        # Under float16 both gradients carry FP16_GRAD_SCALE: the costate keeps it (so the
-        # inner steps' backward through the first layer stays in range too) and each
-        # input gradient is divided back before its update.
-        scale = self._grad_scale
-        grad_x, costate = torch.autograd.grad(self.log_p(logits.float(), y).sum() * scale, (x_in, captured[0]))
-        costate = costate.detach()
-        if scale != 1.0:
-            grad_x = grad_x / scale
-        if self.step_size != 0.0:
-            updates["full"].apply_(x, grad_x.to(x.dtype).contiguous(), self.rng_state, backend)
-        for k in range(self.pyld_inner_steps):
-            x_in = x.detach().requires_grad_(True)
-            with self._autocast():
-                hamiltonian = (self.pyld_layer(x_in).float() * costate).sum()
-            (grad,) = torch.autograd.grad(hamiltonian, x_in)
-            if scale != 1.0:
-                grad = grad / scale
-            last = k == self.pyld_inner_steps - 1
-            update = updates["inner_last"] if last else updates["inner"]
-            update.apply_(x, grad.to(x.dtype).contiguous(), self.rng_state, backend)
-        if self.pyld_inner_steps == 0 and self.noise_std > 0:
-            updates["noise"].apply_(x, torch.zeros_like(x), self.rng_state, backend)
 
     # ------------------------------------------------------------------ state
     def reseed(self, seed: int) -> None:
@@ -443,9 +563,10 @@ class SGLDSampler:
         self.rng_state.copy_(rng)
 
     def __repr__(self) -> str:
+        s = self.settings
         return (
-            f"SGLDSampler(method={self.method!r}, n_steps={self.n_steps}, step_size={self.step_size}, "
-            f"noise_std={self.noise_std}, grad_clamp={self.grad_clamp}, clamp={self.clamp}, "
-            f"temperature={self.temperature}, model_mode={self.model_mode!r}, amp_dtype={self.amp_dtype}, "
+            f"SGLDSampler(step={s.step!r}, n_steps={s.n_steps}, step_size={s.step_size}, "
+            f"noise_std={s.noise_std}, grad_clamp={s.grad_clamp}, clamp={s.clamp}, "
+            f"temperature={self.temperature}, model_mode={s.model_mode!r}, amp_dtype={self.amp_dtype}, "
             f"cuda_graph={self.use_cuda_graph})"
         )
