@@ -3,7 +3,7 @@
 The public API is imported lazily, so ``import jemfast`` stays cheap and a
 sub-package is loaded only when one of its names is used::
 
-    from jemfast import JEMTrainer, SGLDSampler, ReplayBuffer
+    from jemfast import JEMTrainer, JEMLoss, SGLDSampler, ReplayBuffer
     from jemfast.ops import sgld_update_, energy
 
 Layers (data flows one way, lower layers never import higher ones)::
@@ -33,6 +33,8 @@ _EXPORTS = {
     "ReplayBuffer": "jemfast.sampling",
     "SGLDSampler": "jemfast.sampling",
     "JEMTrainer": "jemfast.train",
+    "JEMLoss": "jemfast.train",
+    "DefaultSampler": "jemfast.train",
     "paper_optimizer": "jemfast.train",
     "TemperatureScaling": "jemfast.calibration",
     "LogisticScaling": "jemfast.calibration",

@@ -114,7 +114,7 @@ class RecordingChunks(ChunkDataset):
 def _chunk_training(cache, run_dir, epochs, interrupt_at=None, resume=False):
     from test_train_checkpoint import InterruptingLoader
 
-    from jemfast.train import JEMTrainer
+    from jemfast.train import JEMLoss, JEMTrainer
 
     data = RecordingChunks(cache, ["a", "b"], chunk_frames=32, seed=3)
     torch.manual_seed(0)
@@ -122,7 +122,7 @@ def _chunk_training(cache, run_dir, epochs, interrupt_at=None, resume=False):
     trainer = JEMTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.01),
-        p_x_weight=0.0,
+        objective=JEMLoss(p_x_weight=0.0),
         run_dir=run_dir,
         data_noise=0.1,
         progress=False,

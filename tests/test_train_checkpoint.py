@@ -16,6 +16,8 @@ from test_train_trainer import blobs, loader, mlp
 from jemfast._leftovers import host_tag
 from jemfast.train import (
     CheckpointError,
+    DefaultSampler,
+    JEMLoss,
     JEMTrainer,
     capture_rng_state,
     load_checkpoint,
@@ -33,9 +35,8 @@ def make_trainer(run_dir=None, model_seed=0, p_x_weight=1.0, **kwargs):
         opt,
         scheduler=sched,
         run_dir=run_dir,
-        p_x_weight=p_x_weight,
-        buffer_size=64,
-        sampler_options={"n_steps": 3},
+        objective=JEMLoss(p_x_weight=p_x_weight),
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
         progress=False,
         **kwargs,
     )

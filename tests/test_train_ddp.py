@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from jemfast.train import JEMTrainer, load_checkpoint
+from jemfast.train import DefaultSampler, JEMTrainer, load_checkpoint
 
 WORLD = 2
 STEPS_BEFORE, STEPS_AFTER = 3, 3
@@ -37,7 +37,12 @@ def make_trainer(model_seed: int, run_dir=None) -> JEMTrainer:
     model = nn.parallel.DistributedDataParallel(mlp(model_seed))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     return JEMTrainer(
-        model, opt, buffer_size=64, sampler_options={"n_steps": 3}, sync_every=2, run_dir=run_dir, progress=False
+        model,
+        opt,
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
+        sync_every=2,
+        run_dir=run_dir,
+        progress=False,
     )
 
 
@@ -114,8 +119,7 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
     single = JEMTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-        buffer_size=64,
-        sampler_options={"n_steps": 3},
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
         progress=False,
     )
     single.load_checkpoint(tmp_path / "ck.pt")
@@ -167,8 +171,7 @@ def test_single_process_checkpoint_resumes_on_two_ranks(tmp_path):
     single = JEMTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-        buffer_size=64,
-        sampler_options={"n_steps": 3},
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
         progress=False,
     )
     for x, y in rank_batches(0, 2):
@@ -232,8 +235,7 @@ def seed_worker(rank: int, port: int, out_dir: str, seed: int) -> None:
         default = JEMTrainer(
             module,
             torch.optim.SGD(module.parameters(), lr=0.05),
-            buffer_size=64,
-            sampler_options={"n_steps": 3},
+            sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
             seed=seed,
             sample_shape=tuple(x.shape[1:]),
             progress=False,

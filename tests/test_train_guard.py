@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_train_trainer import blobs, mlp
 
-from jemfast.train import DivergenceError, DivergenceGuard, JEMTrainer
+from jemfast.train import DefaultSampler, DivergenceError, DivergenceGuard, JEMLoss, JEMTrainer
 
 
 def make_trainer(run_dir, guard, sync_every=1):
@@ -19,9 +19,8 @@ def make_trainer(run_dir, guard, sync_every=1):
         opt,
         run_dir=run_dir,
         guard=guard,
-        buffer_size=128,
+        sampler=DefaultSampler(buffer_size=128, options={"n_steps": 3}),
         sync_every=sync_every,
-        sampler_options={"n_steps": 3},
         progress=False,
     )
 
@@ -86,7 +85,7 @@ def test_nan_loss_triggers_rollback_even_for_the_softmax_baseline():
     trainer = JEMTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05),
-        p_x_weight=0.0,
+        objective=JEMLoss(p_x_weight=0.0),
         guard=DivergenceGuard(snapshot_every=1),
         progress=False,
     )
@@ -131,7 +130,9 @@ def _guarded_trainer(run_dir, optimizer_factory, **kwargs):
     from jemfast.train import JEMTrainer
 
     model = mlp()
-    return JEMTrainer(model, optimizer_factory(model), p_x_weight=0.0, run_dir=run_dir, progress=False, **kwargs)
+    return JEMTrainer(
+        model, optimizer_factory(model), objective=JEMLoss(p_x_weight=0.0), run_dir=run_dir, progress=False, **kwargs
+    )
 
 
 def test_nan_weights_behind_a_finite_loss_are_never_snapshotted(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from test_train_trainer import blobs, mlp
 from torch import nn
 
-from jemfast.train import JEMTrainer, load_checkpoint
+from jemfast.train import DefaultSampler, JEMTrainer, load_checkpoint
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signal handlers live in the main thread only"
@@ -51,7 +51,12 @@ def make_trainer(run_dir=None, **model_kwargs) -> JEMTrainer:
     model = SigintDuringForward(**model_kwargs)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     return JEMTrainer(
-        model, opt, run_dir=run_dir, buffer_size=64, sampler_options={"n_steps": 3}, progress=False, sync_every=2
+        model,
+        opt,
+        run_dir=run_dir,
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3}),
+        progress=False,
+        sync_every=2,
     )
 
 

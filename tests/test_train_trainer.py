@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from jemfast.train import JEMTrainer, paper_optimizer
+from jemfast.train import DefaultSampler, JEMLoss, JEMTrainer, paper_optimizer
 
 N_CLASSES = 3
 DIM = 2
@@ -46,7 +47,9 @@ def test_softmax_baseline_learns_and_logs(tmp_path):
     xv, yv = blobs(192, seed=2)
     model = mlp()
     opt, sched = paper_optimizer(model, steps_per_epoch=12, lr=0.1, warmup_steps=10, milestones=(3,))
-    trainer = JEMTrainer(model, opt, p_x_weight=0.0, scheduler=sched, run_dir=tmp_path / "run", progress=False)
+    trainer = JEMTrainer(
+        model, opt, objective=JEMLoss(p_x_weight=0.0), scheduler=sched, run_dir=tmp_path / "run", progress=False
+    )
     history = trainer.fit(loader(x, y), epochs=4, val_loader=loader(xv, yv, shuffle=False))
     assert len(history) == 4
     assert trainer.sampler is None, "no sampler may be built for the softmax baseline"
@@ -72,7 +75,9 @@ def test_softmax_baseline_learns_and_logs(tmp_path):
 def test_step_returns_lazy_float_metrics():
     x, y = blobs(16, seed=3)
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05), p_x_weight=0.0, sync_every=4)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), objective=JEMLoss(p_x_weight=0.0), sync_every=4
+    )
     metrics = trainer.step(x, y)
     assert trainer.step_count == 1
     assert isinstance(metrics["ce"], float) and metrics["ce"] > 0
@@ -101,7 +106,9 @@ def test_step_returns_lazy_float_metrics():
 def test_bad_input_raises_before_any_state_changes(make_batch, error, match):
     x, y = blobs(16, seed=4)
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), p_x_weight=0.0)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), objective=JEMLoss(p_x_weight=0.0)
+    )
     trainer.step(x, y)  # fixes the sample shape and n_classes
     params = [p.detach().clone() for p in model.parameters()]
     opt_state = {k: v["momentum_buffer"].clone() for k, v in trainer.optimizer.state.items()}
@@ -117,7 +124,7 @@ def test_bad_input_raises_before_any_state_changes(make_batch, error, match):
 
 def test_model_with_wrong_output_shape_is_reported():
     model = nn.Linear(DIM, 1)
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0)
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), objective=JEMLoss(p_x_weight=0.0))
     with pytest.raises(ValueError, match="C >= 2"):
         trainer.step(*blobs(8, seed=5))
 
@@ -125,12 +132,191 @@ def test_model_with_wrong_output_shape_is_reported():
 def test_constructor_rejects_bad_settings():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="p_x_weight"):
-        JEMTrainer(model, opt, p_x_weight=-1.0)
     with pytest.raises(ValueError, match="amp_dtype"):
         JEMTrainer(model, opt, amp_dtype=torch.int8)
     with pytest.raises(TypeError, match="optimizer"):
         JEMTrainer(model, "sgd")
+    with pytest.raises(TypeError, match="objective must be a JEMLoss .* got dict"):
+        JEMTrainer(model, opt, objective={"p_x_weight": 0.0})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'p_x_weigth'"):
+        JEMTrainer(model, opt, p_x_weigth=0.0)
+    with pytest.raises(TypeError, match="scheduler must be a learning-rate scheduler .* got float"):
+        JEMTrainer(model, opt, None, JEMLoss(), 1.0)  # the old positional order: p_y_weight where scheduler is
+
+
+@pytest.mark.parametrize(
+    "field, value, bound",
+    [
+        ("p_x_weight", -1.0, ">= 0"),
+        ("p_y_weight", float("nan"), ">= 0"),
+        ("energy_l2", True, ">= 0"),
+        ("temperature", 0.0, "> 0"),
+    ],
+)
+def test_objective_settings_are_checked_by_name(field, value, bound):
+    with pytest.raises(ValueError, match=rf"JEMLoss\.{field} must be a finite number {bound}, got {value!r}"):
+        JEMLoss(**{field: value})
+    model = mlp()
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=rf"JEMLoss\.{field} must"):
+        JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), **{field: value})  # the deprecated keyword
+
+
+@pytest.mark.parametrize(
+    "settings, error, match",
+    [
+        ({"preset": "jem++"}, ValueError, r"DefaultSampler\.preset must be one of \('jem', 'jempp', 'sadajem'\)"),
+        ({"buffer_size": 0}, ValueError, r"DefaultSampler\.buffer_size must be a positive int, got 0"),
+        ({"buffer_size": 64.0}, ValueError, r"DefaultSampler\.buffer_size must be a positive int, got 64.0"),
+        ({"options": [("n_steps", 2)]}, TypeError, r"DefaultSampler\.options must be a mapping"),
+    ],
+)
+def test_default_sampler_settings_are_checked_by_name(settings, error, match):
+    with pytest.raises(error, match=match):
+        DefaultSampler(**settings)
+
+
+def test_default_sampler_is_frozen_and_copyable():
+    import copy
+    import pickle
+
+    options = {"n_steps": 2}
+    spec = DefaultSampler("sadajem", buffer_size=48, options=options)
+    options["n_steps"] = 7  # the spec keeps its own copy
+    assert spec.options == {"n_steps": 2}
+    with pytest.raises(TypeError):
+        spec.options["n_steps"] = 3
+    with pytest.raises(AttributeError):
+        spec.buffer_size = 1
+    assert pickle.loads(pickle.dumps(spec)) == spec == copy.deepcopy(spec)
+    assert hash(spec) == hash(DefaultSampler("sadajem", buffer_size=48, options={"n_steps": 2}))
+    assert repr(spec) == "DefaultSampler(preset='sadajem', buffer_size=48, options={'n_steps': 2})"
+
+
+def _three_steps(*args, **kwargs) -> JEMTrainer:
+    """A trainer built with ``args`` and ``kwargs`` after three steps on fixed batches."""
+    model = mlp()
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), *args, **kwargs)
+    x, y = blobs(48, seed=15)
+    torch.manual_seed(0)
+    for i in range(3):
+        trainer.step(x[16 * i : 16 * (i + 1)], y[16 * i : 16 * (i + 1)])
+    return trainer
+
+
+def _assert_same_training(a: JEMTrainer, b: JEMTrainer) -> None:
+    for p, q in zip(a.module.parameters(), b.module.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert (a.sampler is None) == (b.sampler is None)
+    if a.sampler is not None:
+        assert torch.equal(a.sampler.buffer.storage, b.sampler.buffer.storage)
+    assert a.config() == b.config()
+
+
+SMALL = {"buffer_size": 32, "options": {"n_steps": 2}}
+
+
+@pytest.mark.parametrize(
+    "old, new, replacement",
+    [
+        ({"p_x_weight": 0.0}, {"objective": JEMLoss(p_x_weight=0.0)}, r"objective=JEMLoss\(p_x_weight=0.0\)"),
+        ({"p_y_weight": 0.5}, {"objective": JEMLoss(p_y_weight=0.5)}, r"objective=JEMLoss\(p_y_weight=0.5\)"),
+        ({"energy_l2": 0.1}, {"objective": JEMLoss(energy_l2=0.1)}, r"objective=JEMLoss\(energy_l2=0.1\)"),
+        ({"temperature": 2.0}, {"objective": JEMLoss(temperature=2.0)}, r"objective=JEMLoss\(temperature=2.0\)"),
+        (
+            {"p_x_weight": 0.5, "energy_l2": 0.1},
+            {"objective": JEMLoss(p_x_weight=0.5, energy_l2=0.1)},
+            r"objective=JEMLoss\(p_x_weight=0.5, energy_l2=0.1\)",
+        ),
+    ],
+)
+def test_deprecated_objective_keywords_warn_and_train_like_a_jem_loss(old, new, replacement):
+    sampler = DefaultSampler(**SMALL)
+    with pytest.warns(DeprecationWarning, match=replacement) as caught:
+        deprecated = _three_steps(sampler=sampler, **old)
+    assert len([w for w in caught if w.category is DeprecationWarning]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        current = _three_steps(sampler=sampler, **new)
+    _assert_same_training(deprecated, current)
+    assert deprecated.objective == current.objective
+    for name in old:  # the trainer's read-only views of its objective
+        assert getattr(deprecated, name) == getattr(current, name) == old[name]
+
+
+def test_a_number_in_the_objective_position_is_the_deprecated_p_x_weight():
+    """``JEMTrainer(model, optimizer, sampler, 0.0)``: p_x_weight was the 4th positional parameter."""
+    with pytest.warns(DeprecationWarning, match=r"4th positional argument .* objective=JEMLoss\(p_x_weight=0.0\)"):
+        deprecated = _three_steps(None, 0.0)
+    _assert_same_training(deprecated, _three_steps(objective=JEMLoss(p_x_weight=0.0)))
+    assert deprecated.sampler is None and deprecated.p_x_weight == 0.0
+
+
+@pytest.mark.parametrize(
+    "old, new, replacement",
+    [
+        ({"buffer_size": 48}, DefaultSampler(buffer_size=48), r"sampler=DefaultSampler\(buffer_size=48\)"),
+        (
+            {"sampler_options": {"n_steps": 2}},
+            DefaultSampler(options={"n_steps": 2}),
+            r"sampler=DefaultSampler\(options=\{'n_steps': 2\}\)",
+        ),
+        (
+            {"sampler_preset": "sadajem", "buffer_size": 32},
+            DefaultSampler("sadajem", buffer_size=32),
+            r"sampler=DefaultSampler\(preset='sadajem', buffer_size=32\)",
+        ),
+        ({"sampler_options": None, "buffer_size": 32}, DefaultSampler(buffer_size=32), r"Sampler\(buffer_size=32\)"),
+    ],
+)
+def test_deprecated_sampler_keywords_warn_and_train_like_a_default_sampler(old, new, replacement):
+    with pytest.warns(DeprecationWarning, match=replacement) as caught:
+        deprecated = _three_steps(**old)
+    assert len([w for w in caught if w.category is DeprecationWarning]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        current = _three_steps(sampler=new)
+    assert deprecated.default_sampler == new
+    _assert_same_training(deprecated, current)
+
+
+def test_settings_given_twice_are_refused():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"objective=JEMLoss\(.*\) and p_x_weight=, energy_l2=; give the settings"):
+        JEMTrainer(model, opt, objective=JEMLoss(), p_x_weight=0.0, energy_l2=0.1)
+    with pytest.raises(ValueError, match=r"sampler=DefaultSampler\(.*\) and buffer_size=; give the settings"):
+        JEMTrainer(model, opt, sampler=DefaultSampler(), buffer_size=64)
+    with pytest.raises(ValueError, match=r"and sampler_preset=, sampler_options="):
+        JEMTrainer(model, opt, sampler=DefaultSampler(), sampler_preset="jem", sampler_options={})
+    with pytest.raises(TypeError, match="p_x_weight twice"):
+        JEMTrainer(model, opt, None, 0.0, p_x_weight=0.0)
+
+
+def test_deprecated_buffer_keywords_with_a_given_sampler_warn_and_change_nothing():
+    """The pipeline's call until it moves: its own SGLDSampler and ``buffer_size=`` (always ignored then)."""
+    from jemfast.sampling import ReplayBuffer, SGLDSampler
+
+    model = mlp()
+    sampler = SGLDSampler.preset("jem", model, ReplayBuffer((DIM,), size=40, seed=0, device="cpu"), n_steps=2, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"buffer_size=\) is deprecated and has no effect with a given sampler"):
+        trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=sampler, buffer_size=64)
+    assert trainer.sampler is sampler and trainer.default_sampler is None
+    assert trainer.config()["sampler"] == "SGLDSampler" and trainer.config()["buffer_size"] == 40
+
+
+def test_config_record_describes_the_objective_and_the_sampler():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = DefaultSampler("sadajem", buffer_size=48)
+    config = JEMTrainer(model, opt, spec, JEMLoss(energy_l2=0.1, temperature=2.0)).config()
+    assert config["sampler"] == "default:sadajem" and config["buffer_size"] == 48  # built at the first step
+    weights = {k: config[k] for k in ("p_x_weight", "p_y_weight", "energy_l2", "temperature")}
+    assert weights == {"p_x_weight": 1.0, "p_y_weight": 1.0, "energy_l2": 0.1, "temperature": 2.0}
+    built = JEMTrainer(model, opt, spec, sample_shape=(DIM,))
+    assert built.config()["sampler"] == "SGLDSampler" and built.config()["buffer_size"] == 48
+    assert len(built.sampler.buffer) == 48
+    baseline = JEMTrainer(model, opt, objective=JEMLoss(p_x_weight=0.0)).config()
+    assert baseline["sampler"] is None and baseline["buffer_size"] == 10000
 
 
 def test_jem_learns_with_default_sampler(tmp_path):
@@ -143,9 +329,8 @@ def test_jem_learns_with_default_sampler(tmp_path):
         opt,
         scheduler=sched,
         run_dir=tmp_path / "run",
-        buffer_size=256,
-        sampler_options={"n_steps": 5},
-        energy_l2=0.1,
+        sampler=DefaultSampler(buffer_size=256, options={"n_steps": 5}),
+        objective=JEMLoss(energy_l2=0.1),
         progress=False,
     )
     history = trainer.fit(loader(x, y), epochs=4, val_loader=loader(xv, yv, shuffle=False))
@@ -168,7 +353,9 @@ def test_p_x_weight_zero_never_samples():
             raise AssertionError("sampler must not run with p_x_weight=0")
 
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=Exploding(), p_x_weight=0.0)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sampler=Exploding(), objective=JEMLoss(p_x_weight=0.0)
+    )
     trainer.step(*blobs(8, seed=8))
     assert trainer.step_count == 1
 
@@ -192,8 +379,7 @@ def test_bfloat16_autocast_on_cpu_trains():
         model,
         torch.optim.SGD(model.parameters(), lr=0.05),
         amp_dtype=torch.bfloat16,
-        buffer_size=64,
-        sampler_options={"n_steps": 2},
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 2}),
         grad_clip=1.0,
     )
     first = trainer.step(x[:32], y[:32])
@@ -228,7 +414,9 @@ def test_plain_progress_lines_are_throttled(caplog):
     import logging
 
     model = nn.Sequential(nn.Linear(2, 3))
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), p_x_weight=0.0, progress=False)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), objective=JEMLoss(p_x_weight=0.0), progress=False
+    )
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     with caplog.at_level(logging.INFO, logger="jemfast.train.run_log"):
         for _ in range(5):
@@ -240,7 +428,7 @@ def test_plain_progress_lines_are_throttled(caplog):
 def test_init_model_from_takes_weights_only(tmp_path):
     source = mlp(seed=1)
     opt = torch.optim.SGD(source.parameters(), lr=0.1)
-    trained = JEMTrainer(source, opt, p_x_weight=0.0, run_dir=tmp_path / "src", progress=False)
+    trained = JEMTrainer(source, opt, objective=JEMLoss(p_x_weight=0.0), run_dir=tmp_path / "src", progress=False)
     trained.fit(loader(*blobs(64, seed=1)), epochs=1)
     target = mlp(seed=2)
     trainer = JEMTrainer(target, torch.optim.SGD(target.parameters(), lr=0.1), progress=False)
@@ -263,7 +451,11 @@ def test_data_noise_is_added_to_training_inputs_only():
     model = mlp()
     model[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
     trainer = JEMTrainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.0), p_x_weight=0.0, data_noise=0.5, progress=False
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        objective=JEMLoss(p_x_weight=0.0),
+        data_noise=0.5,
+        progress=False,
     )
     x, y = blobs(256, seed=4)
     trainer.step(x, y)
@@ -287,7 +479,9 @@ def test_integer_logits_are_refused_clearly():
             return self.inner(x).round().long()
 
     model = Rounding()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0, progress=False)
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), objective=JEMLoss(p_x_weight=0.0), progress=False
+    )
     with pytest.raises(TypeError, match="torch.int64 logits"):
         trainer.step(*blobs(8, seed=5))
 
@@ -300,7 +494,7 @@ def test_each_step_is_an_nvtx_range_when_profiling(monkeypatch):
     monkeypatch.setattr(profiling._Range, "_push_pop", (names.append, lambda: None))
     monkeypatch.setattr(profiling, "_enabled", True)
     model = mlp()
-    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), p_x_weight=0.0)
+    trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), objective=JEMLoss(p_x_weight=0.0))
     trainer.step(*blobs(8, seed=11))
     assert names.count("train/step") == 1
 
@@ -310,8 +504,7 @@ def test_given_a_sample_shape_the_default_sampler_is_built_with_the_trainer():
     trainer = JEMTrainer(
         model,
         torch.optim.SGD(model.parameters(), lr=0.05),
-        buffer_size=64,
-        sampler_options={"n_steps": 2},
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 2}),
         sample_shape=(DIM,),
         seed=3,
     )
@@ -321,8 +514,7 @@ def test_given_a_sample_shape_the_default_sampler_is_built_with_the_trainer():
     lazy = JEMTrainer(
         lazy_model,
         torch.optim.SGD(lazy_model.parameters(), lr=0.05),
-        buffer_size=64,
-        sampler_options={"n_steps": 2},
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 2}),
         seed=3,
     )
     x, y = blobs(32, seed=12)
@@ -362,8 +554,7 @@ def test_resume_rolls_back_to_the_same_snapshot_as_an_uninterrupted_run(save_aft
         return JEMTrainer(
             model,
             torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-            buffer_size=32,
-            sampler_options={"n_steps": 2},
+            sampler=DefaultSampler(buffer_size=32, options={"n_steps": 2}),
             seed=1,
             sample_shape=(DIM,),
             guard=DivergenceGuard(snapshot_every=3),
@@ -400,8 +591,7 @@ def test_new_optimizer_settings_after_a_resume_survive_a_rollback():
         return JEMTrainer(
             model,
             torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-            buffer_size=32,
-            sampler_options={"n_steps": 2},
+            sampler=DefaultSampler(buffer_size=32, options={"n_steps": 2}),
             seed=1,
             sample_shape=(DIM,),
             guard=DivergenceGuard(snapshot_every=1, lr_factor=0.5),

@@ -16,7 +16,7 @@ from conftest import requires_cuda
 
 from jemfast.models import WideResNet
 from jemfast.sampling import ReplayBuffer, SGLDSampler
-from jemfast.train import JEMTrainer, paper_optimizer
+from jemfast.train import DefaultSampler, JEMLoss, JEMTrainer, paper_optimizer
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
 
@@ -52,9 +52,8 @@ def _trainer(amp_dtype=None, norm="batch", cuda_graph=True, device="cuda") -> JE
         optimizer,
         scheduler=scheduler,
         amp_dtype=amp_dtype,
-        buffer_size=64,
-        sampler_options={"n_steps": 3, "cuda_graph": cuda_graph},
-        energy_l2=0.1,
+        sampler=DefaultSampler(buffer_size=64, options={"n_steps": 3, "cuda_graph": cuda_graph}),
+        objective=JEMLoss(energy_l2=0.1),
         seed=0,
         device=device,
         progress=False,

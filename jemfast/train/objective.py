@@ -16,20 +16,24 @@ The L2 term is the one the JEM reference code offers (``--l2_energy``) to keep t
 two energies from drifting apart. Without samples (``logits_samples`` None, the softmax
 baseline) the p(x) term is absent and the L2 term, when asked for, applies to the data.
 
-Nothing here knows about optimisers, precision, devices or logging: the trainer
-(:mod:`jemfast.train.trainer`) is the loop around this function.
+:class:`JEMLoss` holds the four settings (the weights of the three terms and T) and is
+the objective a :class:`~jemfast.train.JEMTrainer` takes; :func:`jem_objective` is the
+same loss as a plain function. Nothing here knows about optimisers, precision, devices
+or logging: the trainer (:mod:`jemfast.train.trainer`) is the loop around this loss.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
 from jemfast.ops.energy import energy
 
-__all__ = ["JEMObjective", "jem_objective"]
+__all__ = ["JEMLoss", "JEMObjective", "jem_objective"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,74 @@ def jem_objective(
     if energy_l2 > 0:
         loss = loss + energy_l2 * (e_data_all.pow(2).mean() + e_samples_all.pow(2).mean())
     return JEMObjective(loss, ce, e_data, e_samples, gap)
+
+
+@dataclass(frozen=True)
+class JEMLoss:
+    """The JEM objective's settings; calling it computes :func:`jem_objective` with them.
+
+    Each field is a factor of the surrogate loss of log p(x, y) in the module docstring::
+
+        loss = p_y_weight * CE(f(x), y)                              (-log p(y | x))
+             + p_x_weight * (mean E(x) - mean E(x~))                 (-log p(x), up to a constant)
+             + energy_l2  * (mean E(x)^2 + mean E(x~)^2)             (keeps energies near 0)
+        E(x) = -temperature * logsumexp_y f(x)_y / temperature       (p(x) proportional to exp(-E(x) / T))
+
+    Args:
+        p_y_weight: weight of the classifier term (cross-entropy).
+        p_x_weight: weight of the generative term; 0 draws no samples and trains the
+            plain softmax classifier (the paper's baseline).
+        energy_l2: weight of the L2 penalty on the energies (JEM's ``--l2_energy``); 0 adds none.
+        temperature: T of the energy, > 0.
+
+    Raises:
+        ValueError: a weight that is not a finite number >= 0, a temperature that is not a
+            finite number > 0, or a bool anywhere (the message names the field and value).
+
+    Example::
+
+        objective = JEMLoss(energy_l2=0.1)
+        terms = objective(model(x), y, model(x_samples))  # a JEMObjective
+        terms.loss.backward()
+    """
+
+    p_y_weight: float = 1.0
+    p_x_weight: float = 1.0
+    energy_l2: float = 0.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            positive = field.name == "temperature"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or (value <= 0 if positive else value < 0)
+            ):
+                bound = "> 0" if positive else ">= 0"
+                raise ValueError(f"JEMLoss.{field.name} must be a finite number {bound}, got {value!r}")
+            object.__setattr__(self, field.name, float(value))
+
+    @property
+    def uses_samples(self) -> bool:
+        """True when the loss has a p(x) term, so a training step needs samples (``p_x_weight > 0``)."""
+        return self.p_x_weight > 0
+
+    def __call__(
+        self,
+        logits_data: torch.Tensor,
+        labels: torch.Tensor,
+        logits_samples: torch.Tensor | None = None,
+    ) -> JEMObjective:
+        """The loss of one batch: :func:`jem_objective` with these settings (same arguments)."""
+        return jem_objective(
+            logits_data,
+            labels,
+            logits_samples,
+            p_y_weight=self.p_y_weight,
+            p_x_weight=self.p_x_weight,
+            energy_l2=self.energy_l2,
+            temperature=self.temperature,
+        )

@@ -5,10 +5,19 @@ One iteration (``JEMTrainer.step``)::
     x = x + data_noise * randn_like(x)                # the reference's Gaussian data noise
     x_neg = sampler.sample(B)                         # SGLD from the replay buffer, detached
     logits = model(cat[x, x_neg])                     # one forward (two with batch norm)
-    loss = jem_objective(logits[:B], y, logits[B:])   # jemfast.train.objective: the paper's loss
+    loss = objective(logits[:B], y, logits[B:]).loss  # a JEMLoss (jemfast.train.objective): the paper's loss
 
-followed by the optimizer (and step-wise scheduler) step. With ``p_x_weight=0`` no
-sampling runs and the same code trains a plain softmax classifier, the paper's baseline.
+followed by the optimizer (and step-wise scheduler) step. With
+``objective=JEMLoss(p_x_weight=0.0)`` no sampling runs and the same code trains a plain
+softmax classifier, the paper's baseline::
+
+    trainer = JEMTrainer(model, optimizer, objective=JEMLoss(energy_l2=0.1),
+                         sampler=DefaultSampler("jem", buffer_size=10000), scheduler=scheduler)
+    baseline = JEMTrainer(model, optimizer, objective=JEMLoss(p_x_weight=0.0))
+
+A :class:`~jemfast.train.DefaultSampler` (or None, its defaults) has the trainer build its
+sampler; an ``SGLDSampler`` of your own is used as given.
+
 Data and samples share one forward so DDP sees a single forward/backward per step;
 a model with batch-norm layers gets two forwards instead (``joint_forward``), so data
 and samples are normalised with their own batch statistics, as in the references.
@@ -31,10 +40,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -51,11 +62,15 @@ from jemfast.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from jemfast.train.default_sampler import DefaultSampler
 from jemfast.train.guard import DivergenceError, DivergenceGuard
 from jemfast.train.interrupt import StepInterrupts
-from jemfast.train.objective import jem_objective
+from jemfast.train.objective import JEMLoss
 from jemfast.train.run_log import RunLog
 from jemfast.train.step_metrics import StepClock, StepMetrics
+
+if TYPE_CHECKING:
+    from jemfast.sampling.sampler import SGLDSampler
 
 __all__ = ["JEMTrainer", "NonFiniteLogits"]
 
@@ -93,29 +108,28 @@ class JEMTrainer:
     Args:
         model: any classifier module, optionally wrapped in DistributedDataParallel.
         optimizer: a torch optimizer over the model's parameters (see :func:`paper_optimizer`).
-        sampler: an ``SGLDSampler`` over the *underlying* module; None builds the JEM preset
-            (uniform replay buffer of ``buffer_size`` rows of ``sample_shape`` on ``device``):
-            here when ``sample_shape`` is given, else at the first step, shaped like its batch.
-            Unused when ``p_x_weight == 0``.
-        p_x_weight: weight of the generative term ``E(x) - E(x_neg)``; 0 trains a softmax baseline.
-        p_y_weight: weight of the cross-entropy term.
-        energy_l2: weight of ``E(x)^2 + E(x_neg)^2`` (JEM++-style energy regulariser).
+        sampler: where the samples x~ come from. An ``SGLDSampler`` over the *underlying*
+            module; a :class:`DefaultSampler`, the settings of a sampler the trainer builds
+            itself (a replay buffer of ``sample_shape`` rows on ``device``), here when
+            ``sample_shape`` is given, else at the first step, shaped like its batch; or None
+            for ``DefaultSampler()`` (the JEM preset, 10000 rows). Unused when the objective
+            draws no samples (``p_x_weight == 0``).
+        objective: the loss, a :class:`JEMLoss` (its weights and energy temperature); None is
+            ``JEMLoss()``. ``JEMLoss(p_x_weight=0.0)`` trains the softmax baseline.
+        scheduler: learning-rate scheduler, stepped after every optimizer step
+            (``scheduler_interval="step"``) or every epoch (``"epoch"``).
+        run_dir: directory for metrics.jsonl and checkpoints/; None writes nothing.
         amp_dtype: None (fp32), torch.bfloat16 or torch.float16 (with a gradient scaler on CUDA).
             Prefer bfloat16: torch's GradScaler reads its inf check on the host, one sync
             per step that float16 training cannot avoid.
         grad_clip: max global gradient norm, or None.
-        scheduler: learning-rate scheduler, stepped after every optimizer step
-            (``scheduler_interval="step"``) or every epoch (``"epoch"``).
-        run_dir: directory for metrics.jsonl and checkpoints/; None writes nothing.
-        temperature: energy temperature T.
         n_classes: number of classes; None infers it from one no-grad eval forward of the first batch.
         device: where training runs; None uses the model's parameters' device.
         sync_every: steps between host syncs (logging, guard check); None: 1 on CPU, 25 on GPU.
         guard: a :class:`DivergenceGuard`, True for the defaults, or False/None for none.
-        buffer_size, sampler_preset, sampler_options, seed: the default sampler is
-            ``SGLDSampler.preset(sampler_preset, module, buffer, **sampler_options)``; its buffer
-            and noise, rollback reseeds and (under DDP) a given sampler's streams get keys
-            derived from (seed, rank, stream) by :func:`jemfast.ops.derive_seed`.
+        seed: the default sampler's buffer and noise, rollback reseeds and (under DDP) a given
+            sampler's streams get keys derived from (seed, rank, stream) by
+            :func:`jemfast.ops.derive_seed`.
         check_values: check inputs for NaN/Inf and labels for range before a step: "auto" checks
             CPU tensors only (``fit`` checks every batch before moving it to the device), True
             always (a host sync per step on a GPU), False never.
@@ -132,141 +146,121 @@ class JEMTrainer:
         sample_shape: the shape of one input, e.g. ``(1, 32, 192)`` (channel, log-Mel bands,
             frames). Given, the default sampler is built with the trainer and every batch must
             have it; None takes it from the first batch.
+
+    Deprecated keywords, each still accepted with a DeprecationWarning: ``p_x_weight``,
+    ``p_y_weight``, ``energy_l2``, ``temperature`` (use ``objective=JEMLoss(...)``; a number
+    as the 4th positional argument is taken as ``p_x_weight``) and ``buffer_size``,
+    ``sampler_preset``, ``sampler_options`` (use ``sampler=DefaultSampler(buffer_size=...,
+    preset=..., options=...)``; with a given ``SGLDSampler`` they have no effect).
     """
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        sampler: Any = None,
-        p_x_weight: float = 1.0,
-        p_y_weight: float = 1.0,
-        energy_l2: float = 0.0,
-        amp_dtype: torch.dtype | None = None,
-        grad_clip: float | None = None,
+        sampler: SGLDSampler | DefaultSampler | None = None,
+        objective: JEMLoss | None = None,
         scheduler: Any = None,
         run_dir: str | Path | None = None,
         *,
+        amp_dtype: torch.dtype | None = None,
+        grad_clip: float | None = None,
         scheduler_interval: str = "step",
-        temperature: float = 1.0,
         n_classes: int | None = None,
         device: str | torch.device | None = None,
         sync_every: int | None = None,
         guard: DivergenceGuard | bool | None = True,
-        buffer_size: int = 10000,
-        sampler_preset: str = "jem",
-        sampler_options: dict[str, Any] | None = None,
         seed: int = 0,
         check_values: bool | str = "auto",
         progress: bool | None = None,
         joint_forward: bool | None = None,
         data_noise: float = 0.0,
         sample_shape: tuple[int, ...] | None = None,
+        **deprecated: Any,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        for name, value in (("p_x_weight", p_x_weight), ("p_y_weight", p_y_weight), ("energy_l2", energy_l2)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-        if amp_dtype not in _AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
-        if grad_clip is not None and not (grad_clip > 0):
-            raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-        if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
-        if not (temperature > 0):
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
-            raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
-        if sync_every is not None and (not isinstance(sync_every, int) or sync_every < 1):
-            raise ValueError(f"sync_every must be a positive int or None, got {sync_every!r}")
-        if check_values not in (True, False, "auto"):
-            raise ValueError(f"check_values must be True, False or 'auto', got {check_values!r}")
-        if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
-        if sampler is not None and isinstance(getattr(sampler, "model", None), nn.parallel.DistributedDataParallel):
-            raise ValueError(
-                "the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
-                "sampling through DDP would interfere with its gradient synchronisation"
-            )
-        if isinstance(guard, bool) or guard is None:
-            guard = DivergenceGuard() if guard else DivergenceGuard(enabled=False)
-        if not isinstance(guard, DivergenceGuard):
-            raise TypeError(f"guard must be a DivergenceGuard, bool or None, got {type(guard).__name__}")
-
+        self.objective = _objective_argument(objective, deprecated)
+        self.sampler, self.default_sampler = _sampler_argument(sampler, deprecated)
+        if deprecated:
+            raise TypeError(f"JEMTrainer got an unexpected keyword argument {next(iter(deprecated))!r}")
+        _check_options(
+            scheduler=scheduler,
+            amp_dtype=amp_dtype,
+            grad_clip=grad_clip,
+            scheduler_interval=scheduler_interval,
+            n_classes=n_classes,
+            sync_every=sync_every,
+            check_values=check_values,
+            data_noise=data_noise,
+            sample_shape=sample_shape,
+        )
         self.model = model
         self.module = dist_utils.unwrap_model(model)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
-        self.sampler = sampler
-        self.p_x_weight = float(p_x_weight)
-        self.p_y_weight = float(p_y_weight)
-        self.energy_l2 = float(energy_l2)
         self.amp_dtype = amp_dtype
         self.grad_clip = grad_clip
-        self.temperature = float(temperature)
         self.n_classes = n_classes
+        self.device = self._resolve_device(device)
+        self.sync_every = sync_every or (25 if self.device.type == "cuda" else 1)
+        self.guard = _guard_argument(guard)
+        self.seed = int(seed)
+        self.check_values = check_values
+        self.joint_forward = self._resolve_joint_forward(joint_forward)
+        self.data_noise = float(data_noise)
+        self._setup_distributed()
+        self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
+        self.run_dir = self.log.run_dir
+        self._init_state(sample_shape)
+        if self.uses_sampling and self.sampler is None and self._sample_shape is not None:
+            self._build_default_sampler(self._sample_shape, self.device)
+
+    # ------------------------------------------------------------------ set-up steps
+    def _resolve_device(self, device: str | torch.device | None) -> torch.device:
         if device is None:
             first = next(iter(self.module.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
-        self.device = torch.device(device)
-        self.sync_every = sync_every or (25 if self.device.type == "cuda" else 1)
-        self.guard = guard
-        self.buffer_size = buffer_size
-        self.sampler_preset = sampler_preset
-        self.sampler_options = dict(sampler_options or {})
-        self.seed = int(seed)
-        self.check_values = check_values
+        return torch.device(device)
+
+    def _resolve_joint_forward(self, joint_forward: bool | None) -> bool:
         if joint_forward not in (None, True, False):
             raise ValueError(f"joint_forward must be True, False or None, got {joint_forward!r}")
         has_running_stats = bool(norm_layers(self.module))
         if joint_forward is None:
-            joint_forward = not has_running_stats
-        elif joint_forward and has_running_stats:
+            return not has_running_stats
+        if joint_forward and has_running_stats:
             raise ValueError(
                 "joint_forward=True needs a model without batch-norm running statistics: one joint "
                 "forward would fold the samples into the statistics used at evaluation; leave "
                 "joint_forward=None (separate forwards for data and samples)"
             )
-        self.joint_forward = joint_forward
-        if (
-            not isinstance(data_noise, (int, float))
-            or isinstance(data_noise, bool)
-            or not (math.isfinite(data_noise) and data_noise >= 0)
-        ):
-            raise ValueError(f"data_noise must be a finite number >= 0, got {data_noise!r}")
-        self.data_noise = float(data_noise)
-        self._interrupts = StepInterrupts()
+        return joint_forward
+
+    def _setup_distributed(self) -> None:
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
-        if sampler is not None and self.world_size > 1 and hasattr(sampler, "reseed"):
+        if self.sampler is not None and self.world_size > 1 and hasattr(self.sampler, "reseed"):
             # Ranks built from one script share every seed; without this, their chains would be
             # identical copies and the extra ranks would add no samples.
-            sampler.reseed(derive_seed(self.seed, self.rank, _RANK_STREAM))
+            self.sampler.reseed(derive_seed(self.seed, self.rank, _RANK_STREAM))
         if self.world_size > 1 and self.device.type == "cuda" and self.device.index is not None:
             # NCCL's object collectives (checkpoints, pooled validation) use the current
             # device; under torchrun it must be this rank's.
             torch.cuda.set_device(self.device)
-        self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
-        self.run_dir = self.log.run_dir
 
+    def _init_state(self, sample_shape: tuple[int, ...] | None) -> None:
+        """The state of a run that has not started: counters, the guard's snapshot, pending records."""
+        self._interrupts = StepInterrupts()
         self.step_count = 0
         self.epoch = 0
         self.rollbacks = 0
         self.lr_scale = 1.0
         self.best_val_nll = math.inf
-        self._sample_shape: tuple[int, ...] | None = None
-        if sample_shape is not None:
-            if not (
-                isinstance(sample_shape, (tuple, list))
-                and sample_shape
-                and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)
-            ):
-                raise ValueError(f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}")
-            self._sample_shape = tuple(sample_shape)
+        self._sample_shape: tuple[int, ...] | None = tuple(sample_shape) if sample_shape is not None else None
         self._pending_sampler_state: dict | None = None
         self._reseed_after_load: int | None = None
         self._snapshot: dict | None = None
@@ -278,22 +272,48 @@ class JEMTrainer:
         self._epoch_sums: torch.Tensor | None = None
         self._fit_state: dict[str, Any] = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
         self._clock = StepClock(self.device)
-        use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"
+        use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self._scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        if self.uses_sampling and self.sampler is None and self._sample_shape is not None:
-            self._build_default_sampler(self._sample_shape, self.device)
 
     # ------------------------------------------------------------------ properties
     @property
     def uses_sampling(self) -> bool:
-        """True when a step draws samples (``p_x_weight > 0``)."""
-        return self.p_x_weight > 0
+        """True when a step draws samples (``objective.p_x_weight > 0``)."""
+        return self.objective.uses_samples
+
+    @property
+    def p_x_weight(self) -> float:
+        """The objective's weight of log p(x) (read-only: ``objective.p_x_weight``)."""
+        return self.objective.p_x_weight
+
+    @property
+    def p_y_weight(self) -> float:
+        """The objective's weight of log p(y | x) (read-only: ``objective.p_y_weight``)."""
+        return self.objective.p_y_weight
+
+    @property
+    def energy_l2(self) -> float:
+        """The objective's weight of the energies' L2 penalty (read-only: ``objective.energy_l2``)."""
+        return self.objective.energy_l2
+
+    @property
+    def temperature(self) -> float:
+        """The energy temperature T (read-only: ``objective.temperature``)."""
+        return self.objective.temperature
 
     def _active_sampler(self) -> bool:
         return self.uses_sampling and self.sampler is not None
 
     def config(self) -> dict[str, Any]:
         """Plain-value description of the trainer's settings (the ``"config"`` record of metrics.jsonl)."""
+        if self.sampler is not None:
+            sampler = type(self.sampler).__name__
+        else:
+            sampler = self.default_sampler.describe() if self.uses_sampling else None
+        if self.default_sampler is not None:
+            buffer_size = self.default_sampler.buffer_size
+        else:
+            buffer_size = getattr(getattr(self.sampler, "buffer", None), "size", None)
         return {
             "model": type(self.module).__name__,
             "optimizer": type(self.optimizer).__name__,
@@ -302,9 +322,7 @@ class JEMTrainer:
             },
             "scheduler": type(self.scheduler).__name__ if self.scheduler is not None else None,
             "scheduler_interval": self.scheduler_interval,
-            "sampler": type(self.sampler).__name__
-            if self.sampler is not None
-            else (f"default:{self.sampler_preset}" if self.uses_sampling else None),
+            "sampler": sampler,
             "p_x_weight": self.p_x_weight,
             "p_y_weight": self.p_y_weight,
             "energy_l2": self.energy_l2,
@@ -317,7 +335,7 @@ class JEMTrainer:
             "device": str(self.device),
             "world_size": self.world_size,
             "sync_every": self.sync_every,
-            "buffer_size": self.buffer_size,
+            "buffer_size": buffer_size,
             "seed": self.seed,
             "guard": {
                 k: getattr(self.guard, k)
@@ -395,35 +413,14 @@ class JEMTrainer:
 
     # ------------------------------------------------------------------ sampler
     def _build_default_sampler(self, shape: tuple[int, ...], device: torch.device) -> None:
-        from jemfast.sampling.buffer import ReplayBuffer
-        from jemfast.sampling.sampler import SGLDSampler
-
-        # Building must not consume the global generators, so a resumed run and a straight
-        # run see the same random streams whether or not the sampler existed before.
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            # Unconditional JEM sampling: one buffer partition, not one per class.
-            buffer = ReplayBuffer(
-                shape,
-                size=self.buffer_size,
-                n_classes=None,
-                init="uniform",
-                device=device,
-                seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM),
-            )
-            options = {
-                "temperature": self.temperature,
-                "amp_dtype": self.amp_dtype,
-                "seed": derive_seed(self.seed, self.rank, _NOISE_STREAM),
-                **self.sampler_options,
-            }
-            self.sampler = SGLDSampler.preset(self.sampler_preset, self.module, buffer, **options)
-        logger.info(
-            "built default %r sampler with a buffer of %d x %s on %s",
-            self.sampler_preset,
-            self.buffer_size,
+        self.sampler = self.default_sampler.build(
+            self.module,
             shape,
             device,
+            buffer_seed=derive_seed(self.seed, self.rank, _BUFFER_STREAM),
+            noise_seed=derive_seed(self.seed, self.rank, _NOISE_STREAM),
+            temperature=self.temperature,
+            amp_dtype=self.amp_dtype,
         )
 
     def _prepare_sampler(self, x: torch.Tensor) -> None:
@@ -497,17 +494,9 @@ class JEMTrainer:
                 "(the energy and its input gradient are taken from them)"
             )
         logits = logits_all[:batch]
-        objective = jem_objective(
-            logits,
-            y,
-            logits_all[batch:] if self.uses_sampling else None,
-            p_y_weight=self.p_y_weight,
-            p_x_weight=self.p_x_weight,
-            energy_l2=self.energy_l2,
-            temperature=self.temperature,
-        )
-        loss, ce, e_data, e_samples = objective.loss, objective.ce, objective.e_data, objective.e_samples
-        gap = objective.e_gap if self.uses_sampling else None
+        terms = self.objective(logits, y, logits_all[batch:] if self.uses_sampling else None)
+        loss, ce, e_data, e_samples = terms.loss, terms.ce, terms.e_data, terms.e_samples
+        gap = terms.e_gap if self.uses_sampling else None
 
         self.optimizer.zero_grad(set_to_none=True)
         if self._scaler is not None:
@@ -529,7 +518,7 @@ class JEMTrainer:
 
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean()
-            values = torch.stack([ce, acc, e_data, e_samples, objective.e_gap, loss]).detach()
+            values = torch.stack([ce, acc, e_data, e_samples, terms.e_gap, loss]).detach()
         self.guard.observe(loss, gap)
         self.step_count += 1
         self._snapshot_is_current = False
@@ -1092,3 +1081,138 @@ def _to_cpu(tree: Any) -> Any:
     if isinstance(tree, (list, tuple)):
         return type(tree)(_to_cpu(v) for v in tree)
     return tree
+
+
+# ---------------------------------------------------------------------- constructor arguments
+# The deprecated keywords that JEMLoss's fields and DefaultSampler's fields (name -> field) replaced.
+_OBJECTIVE_KEYWORDS = ("p_x_weight", "p_y_weight", "energy_l2", "temperature")
+_SAMPLER_KEYWORDS = {"sampler_preset": "preset", "buffer_size": "buffer_size", "sampler_options": "options"}
+
+
+def _arguments(values: dict[str, Any]) -> str:
+    """``name=value, ...`` as in a call."""
+    return ", ".join(f"{name}={value!r}" for name, value in values.items())
+
+
+def _keywords(names: Iterable[str]) -> str:
+    """``name=, ...``: keywords named in a message."""
+    return ", ".join(f"{name}=" for name in names)
+
+
+def _objective_argument(objective: Any, deprecated: dict[str, Any]) -> JEMLoss:
+    """The trainer's JEMLoss: ``objective``, or one built from the deprecated keywords it replaced
+    (taken out of ``deprecated``) with a DeprecationWarning."""
+    weights = {name: deprecated.pop(name) for name in _OBJECTIVE_KEYWORDS if name in deprecated}
+    used = f"JEMTrainer({_keywords(weights)})"
+    if isinstance(objective, numbers.Real):  # JEMTrainer's 4th positional parameter was p_x_weight
+        if "p_x_weight" in weights:
+            raise TypeError("JEMTrainer got p_x_weight twice: as its 4th positional argument and as a keyword")
+        weights = {"p_x_weight": objective, **weights}
+        used = "a number as JEMTrainer's 4th positional argument (formerly p_x_weight)"
+        objective = None
+    if objective is None:
+        if not weights:
+            return JEMLoss()
+        warnings.warn(
+            f"{used} is deprecated; pass objective=JEMLoss({_arguments(weights)}) instead "
+            "(from jemfast.train import JEMLoss)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return JEMLoss(**weights)
+    if not isinstance(objective, JEMLoss):
+        raise TypeError(f"objective must be a JEMLoss or None (JEMLoss()), got {type(objective).__name__}")
+    if weights:
+        raise ValueError(
+            f"JEMTrainer got objective={objective!r} and {_keywords(weights)}; give the settings in the JEMLoss only"
+        )
+    return objective
+
+
+def _sampler_argument(sampler: Any, deprecated: dict[str, Any]) -> tuple[Any, DefaultSampler | None]:
+    """``(sampler, default_sampler)``: a given sampler and None, or None and the settings of the
+    sampler the trainer builds, from ``sampler`` or the deprecated keywords they replaced (taken
+    out of ``deprecated``, with a DeprecationWarning)."""
+    given = {name: deprecated.pop(name) for name in _SAMPLER_KEYWORDS if name in deprecated}
+    settings = {_SAMPLER_KEYWORDS[name]: value for name, value in given.items()}
+    if "options" in settings and settings["options"] is None:  # sampler_options=None meant "none"
+        del settings["options"]
+    used = f"JEMTrainer({_keywords(given)})"
+    if isinstance(sampler, DefaultSampler):
+        if given:
+            raise ValueError(
+                f"JEMTrainer got sampler={sampler!r} and {_keywords(given)}; "
+                "give the settings in the DefaultSampler only"
+            )
+        return None, sampler
+    if given:
+        replacement = f"sampler=DefaultSampler({_arguments(settings)})"
+        if sampler is None:
+            message = f"{used} is deprecated; pass {replacement} instead (from jemfast.train import DefaultSampler)"
+        else:
+            message = (
+                f"{used} is deprecated and has no effect with a given sampler: drop it ({replacement} "
+                "replaces it where the trainer builds its own sampler)"
+            )
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+    if sampler is None:
+        return None, DefaultSampler(**settings)
+    if isinstance(getattr(sampler, "model", None), nn.parallel.DistributedDataParallel):
+        raise ValueError(
+            "the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
+            "sampling through DDP would interfere with its gradient synchronisation"
+        )
+    return sampler, None
+
+
+def _guard_argument(guard: Any) -> DivergenceGuard:
+    if isinstance(guard, bool) or guard is None:
+        return DivergenceGuard() if guard else DivergenceGuard(enabled=False)
+    if not isinstance(guard, DivergenceGuard):
+        raise TypeError(f"guard must be a DivergenceGuard, bool or None, got {type(guard).__name__}")
+    return guard
+
+
+def _check_options(
+    *,
+    scheduler: Any,
+    amp_dtype: Any,
+    grad_clip: Any,
+    scheduler_interval: Any,
+    n_classes: Any,
+    sync_every: Any,
+    check_values: Any,
+    data_noise: Any,
+    sample_shape: Any,
+) -> None:
+    """Raise TypeError/ValueError for a JEMTrainer option out of its range (the message names it)."""
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(
+            f"scheduler must be a learning-rate scheduler (with a step() method) or None, got "
+            f"{type(scheduler).__name__}; JEMTrainer's positional parameters are (model, optimizer, "
+            "sampler, objective, scheduler, run_dir), the rest are keywords"
+        )
+    if amp_dtype not in _AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+    if grad_clip is not None and not (grad_clip > 0):
+        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
+    if scheduler_interval not in ("step", "epoch"):
+        raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+    if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
+        raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
+    if sync_every is not None and (not isinstance(sync_every, int) or sync_every < 1):
+        raise ValueError(f"sync_every must be a positive int or None, got {sync_every!r}")
+    if check_values not in (True, False, "auto"):
+        raise ValueError(f"check_values must be True, False or 'auto', got {check_values!r}")
+    if (
+        not isinstance(data_noise, (int, float))
+        or isinstance(data_noise, bool)
+        or not (math.isfinite(data_noise) and data_noise >= 0)
+    ):
+        raise ValueError(f"data_noise must be a finite number >= 0, got {data_noise!r}")
+    if sample_shape is not None and not (
+        isinstance(sample_shape, (tuple, list))
+        and sample_shape
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)
+    ):
+        raise ValueError(f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}")
