@@ -433,11 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     overrides = list(args.set)
     base = load_config(RECIPE, overrides)
-    epochs = base["train"]["epochs"]
+    epochs = base.train.epochs
     if args.quick:
         epochs = max(1, epochs // 2)
         overrides.append(f"train.epochs={epochs}")
-        overrides.append("train.milestones=[" + ",".join(str(m // 2) for m in base["train"]["milestones"]) + "]")
+        overrides.append("train.milestones=[" + ",".join(str(m // 2) for m in base.train.milestones) + "]")
     load_config(RECIPE, overrides)  # refuse bad overrides before any work
     ft_epochs = args.finetune_epochs or max(1, epochs // 4)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))

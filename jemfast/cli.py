@@ -4,6 +4,7 @@ Subcommands (``jemfast <command> --help`` for each one's options)::
 
     prepare    import a corpus (AP17-OLR, CASIA, VoxCeleb age, a Kaldi folder) or
                generate a synthetic one into manifests (train/dev/test.csv, labels.txt)
+    config     print a recipe with every value filled in (and --set overrides applied)
     features   build the log-Mel feature caches of a config's data
     train      train one run: --method softmax | jem | jempp | sadajem, a config and
                --set overrides; --resume RUN_DIR continues an interrupted run
@@ -50,6 +51,8 @@ from jemfast.pipeline import (
 from jemfast.recipes import (
     METHODS,
     ConfigError,
+    RunConfig,
+    config_yaml,
     load_config,
     recipe_names,
 )
@@ -103,7 +106,7 @@ def _overrides_from_args(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, _overrides_from_args(args), method=getattr(args, "method", None))
 
 
@@ -170,6 +173,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    print(config_yaml(config, annotate=True), end="")
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     caches = build_features(config, rebuild=args.rebuild)
@@ -194,8 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = _config_from_args(args)
         if args.init_from is not None:
-            config["train"]["init_from"] = args.init_from
-        run_dir = Path(args.run_dir or Path("runs") / f"{config['task']['name']}_{config['train']['method']}")
+            config = config.updated({"train.init_from": args.init_from})
+        run_dir = Path(args.run_dir or Path("runs") / f"{config.task.name}_{config.train.method}")
     train_run(config, run_dir, resume=bool(args.resume))
     print(f"run: {run_dir}")
     print(f"next: jemfast evaluate {run_dir}")
@@ -353,6 +362,21 @@ def _add_prepare_parser(commands: argparse._SubParsersAction) -> None:
                 sub.add_argument("--subset", default="", help="subset name for every row (e.g. 3s)")
 
 
+def _add_config_parser(commands: argparse._SubParsersAction) -> None:
+    """Arguments of ``jemfast config``: a recipe, a method and overrides."""
+    config = commands.add_parser("config", help="print a recipe with every value filled in")
+    config.add_argument("config", metavar="RECIPE", help=f"recipe file or packaged name ({', '.join(recipe_names())})")
+    config.add_argument(
+        "--set",
+        nargs="+",
+        metavar="SECTION.KEY=VALUE",
+        action="extend",
+        help="override config values, e.g. --set train.epochs=3 model.width=2",
+    )
+    config.add_argument("--method", help=f"one of {', '.join(METHODS)} (default: the config's train.method)")
+    config.set_defaults(func=cmd_config)
+
+
 def _add_features_parser(commands: argparse._SubParsersAction) -> None:
     """Arguments of ``jemfast features``: a config and ``--rebuild``."""
     features = commands.add_parser("features", help="build the feature caches of a config's data")
@@ -443,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_prepare_parser(commands)
+    _add_config_parser(commands)
     _add_features_parser(commands)
     _add_train_parser(commands)
     _add_evaluate_parser(commands)

@@ -28,10 +28,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from jemfast.data.manifest import SPLITS
 from jemfast.recipes import (
     CONFIG_NAME,
-    SCHEMA,
     ConfigError,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
     amp_dtype,
     build_model,
     build_optimizer,
@@ -59,17 +62,16 @@ __all__ = [
     "load_run_config",
 ]
 
-SPLITS = ("train", "dev", "test")
 CHECKPOINT_NAMES = ("best", "last")
 
 
 # ------------------------------------------------------------------ data
-def data_paths(config: dict[str, Any]) -> dict[str, Path]:
+def data_paths(config: RunConfig) -> dict[str, Path]:
     """Manifests and labels of ``data.dir``: ``{"train", "dev", "test", "labels"}`` paths.
 
     Raises ConfigError when data.dir is unset or a file is missing.
     """
-    folder = config["data"]["dir"]
+    folder = config.data.dir
     if folder is None:
         raise ConfigError(
             "data.dir is not set; pass --data DIR or --set data.dir=DIR (a folder made by `jemfast prepare`)"
@@ -85,11 +87,11 @@ def data_paths(config: dict[str, Any]) -> dict[str, Path]:
     return paths
 
 
-def cache_dir(config: dict[str, Any]) -> Path:
+def cache_dir(config: RunConfig) -> Path:
     """Where the feature caches live: data.cache_dir, or <data.dir>/features."""
-    if config["data"]["cache_dir"] is not None:
-        return Path(config["data"]["cache_dir"])
-    return Path(config["data"]["dir"]) / "features"
+    if config.data.cache_dir is not None:
+        return Path(config.data.cache_dir)
+    return Path(config.data.dir) / "features"
 
 
 @contextlib.contextmanager
@@ -110,7 +112,7 @@ def _bad_input(what: str, hint: str = "") -> Iterator[None]:
         raise ConfigError(f"{what}: {exc}{hint}") from exc
 
 
-def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebuild: bool = False) -> dict:
+def build_features(config: RunConfig, splits: Sequence[str] = SPLITS, rebuild: bool = False) -> dict:
     """Build (or reuse) the feature cache of each split; returns ``{split: FeatureCache}``.
 
     Caches go to ``cache_dir(config)/<split>/<recipe key>``; an existing cache
@@ -128,9 +130,9 @@ def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebui
     from jemfast.data import FeatureCache, FeatureRecipe
 
     paths = data_paths(config)
-    recipe = FeatureRecipe(n_mels=config["data"]["n_mels"])
+    recipe = FeatureRecipe(n_mels=config.data.n_mels)
     root = cache_dir(config)
-    on_error = config["data"]["on_error"]
+    on_error = config.data.on_error
     caches = {}
     for split in splits:
         hint = "; data.on_error=skip (--on-error skip) leaves such files out" if on_error == "raise" else ""
@@ -139,7 +141,7 @@ def build_features(config: dict[str, Any], splits: Sequence[str] = SPLITS, rebui
                 paths[split],
                 root / split,
                 recipe,
-                workers=config["data"]["feature_workers"],
+                workers=config.data.feature_workers,
                 on_error=on_error,
                 progress=sys.stderr.isatty(),
                 rebuild=rebuild,
@@ -165,7 +167,7 @@ def _log_skipped(caches: dict) -> None:
             )
 
 
-def _read_labels(config: dict[str, Any]) -> list[str]:
+def _read_labels(config: RunConfig) -> list[str]:
     from jemfast.data import read_labels
 
     path = data_paths(config)["labels"]
@@ -177,7 +179,7 @@ def _read_labels(config: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------ runs
-def load_run_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def load_run_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """The validated config.yaml of a run directory, with optional ``section.key=value`` overrides."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -203,29 +205,24 @@ def _log_to_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def _absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
+def _absolute_data_paths(config: RunConfig) -> RunConfig:
     # A run must find its data again from any working directory (resume, evaluate, report).
-    config = json.loads(json.dumps(config))
-    for key in ("dir", "cache_dir"):
-        if config["data"][key] is not None:
-            config["data"][key] = str(Path(config["data"][key]).resolve())
-    if config["train"]["init_from"] is not None:
-        config["train"]["init_from"] = str(Path(config["train"]["init_from"]).resolve())
-    return config
+    paths = ("data.dir", "data.cache_dir", "train.init_from")
+    return config.updated({key: str(Path(config.get(key)).resolve()) for key in paths if config.get(key) is not None})
 
 
-def _initial_weights(config: dict[str, Any], labels: Sequence[str]) -> Path:
+def _initial_weights(config: RunConfig, labels: Sequence[str]) -> Path:
     """The checkpoint that train.init_from names (its best.pt, else last.pt), checked against ``config``.
 
     Raises ConfigError when the source is not a run, has no checkpoint, or trained another
     architecture or class list, before anything is written.
     """
-    source = Path(config["train"]["init_from"])
+    source = Path(config.train.init_from)
     source_config = load_run_config(source)
-    if source_config["model"] != config["model"]:
+    if source_config.model != config.model:
         raise ConfigError(
-            f"train.init_from: {source} trained model {source_config['model']}, "
-            f"but this run builds {config['model']}; the architectures must match"
+            f"train.init_from: {source} trained model {source_config.model.to_dict()}, "
+            f"but this run builds {config.model.to_dict()}; the architectures must match"
         )
     try:
         source_labels = _read_labels(source_config)
@@ -250,7 +247,7 @@ def _fit_batches(dataset, batch_size: int):
 # or would silently make the run a mixture of two runs. Everything else (epochs, learning
 # rate and schedule, sampler step sizes, devices, workers, ...) may change on resume.
 RESUME_FIXED_KEYS: dict[str, str] = {
-    **{f"model.{key}": "the checkpoint's weights belong to that architecture" for key in SCHEMA["model"]},
+    **{f"model.{key}": "the checkpoint's weights belong to that architecture" for key in ModelConfig.specs()},
     "data.n_mels": "the model and the replay buffer take inputs of that many Mel bands",
     "data.chunk_frames": "the checkpoint's replay buffer holds samples of that many frames",
     "data.batch_size": "the checkpoint's place in the epoch and its learning-rate schedule count batches of that size",
@@ -264,7 +261,7 @@ RESUME_FIXED_KEYS: dict[str, str] = {
 }
 
 
-def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def _refuse_fixed_changes(run_dir: Path, config: RunConfig) -> RunConfig | None:
     """ConfigError naming the first :data:`RESUME_FIXED_KEYS` value ``config`` changes in the run's config.yaml.
 
     Returns the run's stored config (None when it has no config.yaml).
@@ -273,11 +270,10 @@ def _refuse_fixed_changes(run_dir: Path, config: dict[str, Any]) -> dict[str, An
         return None  # nothing recorded to compare with; loading the checkpoint still checks the shapes
     stored = load_run_config(run_dir)
     for dotted, reason in RESUME_FIXED_KEYS.items():
-        section, key = dotted.split(".")
-        if config[section][key] != stored[section][key]:
+        if config.get(dotted) != stored.get(dotted):
             raise ConfigError(
-                f"cannot resume {run_dir} with {dotted}={_as_typed(config[section][key])}: the run was trained with "
-                f"{dotted}={_as_typed(stored[section][key])} and {reason}; train a new run into another --run-dir "
+                f"cannot resume {run_dir} with {dotted}={_as_typed(config.get(dotted))}: the run was trained with "
+                f"{dotted}={_as_typed(stored.get(dotted))} and {reason}; train a new run into another --run-dir "
                 "instead"
             )
     return stored
@@ -288,22 +284,23 @@ def _as_typed(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _apply_optimizer_overrides(trainer, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
+def _apply_optimizer_overrides(trainer, stored: TrainConfig, wanted: TrainConfig) -> None:
     """Make a resumed run train with the config's lr, momentum and weight decay.
 
     The checkpoint's optimizer state carries the values the run was trained with; a
     ``--resume --set train.lr=...`` must win over them. The learning rate is rescaled by
     new / old peak rate, so the schedule's position (warm-up, decays, rollback halvings) is kept.
     """
-    if wanted["lr"] != stored["lr"]:
-        if stored["lr"] <= 0:
-            raise ConfigError(f"cannot rescale a run trained with train.lr={stored['lr']}; train a new run")
-        trainer.scale_learning_rates(wanted["lr"] / stored["lr"])
-        logger.info("learning rate rescaled from a peak of %g to %g", stored["lr"], wanted["lr"])
+    if wanted.lr != stored.lr:
+        if stored.lr <= 0:
+            raise ConfigError(f"cannot rescale a run trained with train.lr={stored.lr}; train a new run")
+        trainer.scale_learning_rates(wanted.lr / stored.lr)
+        logger.info("learning rate rescaled from a peak of %g to %g", stored.lr, wanted.lr)
     for key in ("momentum", "weight_decay"):
-        if wanted[key] != stored[key]:
-            trainer.set_optimizer_options(**{key: wanted[key]})
-            logger.info("train.%s changed from %g to %g", key, stored[key], wanted[key])
+        old, new = getattr(stored, key), getattr(wanted, key)
+        if new != old:
+            trainer.set_optimizer_options(**{key: new})
+            logger.info("train.%s changed from %g to %g", key, old, new)
 
 
 def _load_resume_checkpoint(trainer, path: Path) -> None:
@@ -315,7 +312,7 @@ def _load_resume_checkpoint(trainer, path: Path) -> None:
 
 
 def train_run(
-    config: dict[str, Any], run_dir: str | os.PathLike, resume: bool = False, progress: bool | None = None
+    config: RunConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool | None = None
 ) -> Path:
     """Train one run of ``config`` into ``run_dir``; returns the run directory.
 
@@ -337,12 +334,12 @@ def train_run(
         return _train_locked(config, Path(run_dir), resume, progress)
 
 
-def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress: bool | None) -> Path:
+def _train_locked(config: RunConfig, run_dir: Path, resume: bool, progress: bool | None) -> Path:
     """:func:`train_run`, with the run directory's lock held."""
     import torch
 
     from jemfast.data import ChunkDataset, UtteranceDataset, make_eval_loader, make_train_loader
-    from jemfast.train import DivergenceError, DivergenceGuard, JEMTrainer
+    from jemfast.train import DivergenceError, DivergenceGuard, JEMLoss, JEMTrainer
 
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -355,70 +352,61 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
     resuming = resume and last.is_file()
     if resuming:
         stored_config = _refuse_fixed_changes(run_dir, config)
-    data, train_cfg = config["data"], config["train"]
-    method = train_cfg["method"]
+    data, train_cfg = config.data, config.train
+    method = train_cfg.method
     labels = _read_labels(config)
     caches = build_features(config, splits=("train", "dev"))
-    device = resolve_device(train_cfg["device"])
-    seed = train_cfg["seed"]
+    device = resolve_device(train_cfg.device)
+    seed = train_cfg.seed
     torch.manual_seed(seed)
 
     with _bad_input("training data"):
-        train_set = ChunkDataset(caches["train"], labels, chunk_frames=data["chunk_frames"], seed=seed)
+        train_set = ChunkDataset(caches["train"], labels, chunk_frames=data.chunk_frames, seed=seed)
         dev_set = UtteranceDataset(caches["dev"], labels)
-    if len(train_set) < data["batch_size"]:
+    if len(train_set) < data.batch_size:
         raise ConfigError(
-            f"data.batch_size ({data['batch_size']}) exceeds the {len(train_set)} training utterances; "
+            f"data.batch_size ({data.batch_size}) exceeds the {len(train_set)} training utterances; "
             "lower it with --set data.batch_size=N"
         )
     train_loader = make_train_loader(
-        train_set, data["batch_size"], num_workers=data["num_workers"], seed=seed, pin_memory=device.type == "cuda"
+        train_set, data.batch_size, num_workers=data.num_workers, seed=seed, pin_memory=device.type == "cuda"
     )
-    dev_loader = make_eval_loader(dev_set, data["eval_batch_size"], num_workers=data["num_workers"])
+    dev_loader = make_eval_loader(dev_set, data.eval_batch_size, num_workers=data.num_workers)
 
-    init_path = _initial_weights(config, labels) if train_cfg["init_from"] is not None and not resuming else None
+    init_path = _initial_weights(config, labels) if train_cfg.init_from is not None and not resuming else None
     model = build_model(config, len(labels)).to(device)
     optimizer, scheduler = build_optimizer(config, model, len(train_loader))
-    sample_shape = (1, data["n_mels"], data["chunk_frames"])
-    p_x_weight = train_cfg["p_x_weight"]
-    if p_x_weight is None:
-        p_x_weight = 0.0 if method == "softmax" else 1.0
-    if method == "softmax" and p_x_weight > 0:
-        raise ConfigError(f"train.p_x_weight is {p_x_weight} but the softmax method draws no samples; use 0 or null")
-    if method != "softmax" and p_x_weight == 0:
-        raise ConfigError(
-            f"train.p_x_weight is 0, which trains a softmax model; use --method softmax instead of {method}"
-        )
     sampler = None
-    if method != "softmax":
+    if train_cfg.uses_sampling:
         # A resumed run restores the fitted class Gaussians with the buffer, so skip the fitting pass.
-        fit = None if resuming else _fit_batches(train_set, data["batch_size"])
-        sampler = build_sampler(config, model, sample_shape, len(labels), device, fit_batches=fit)
+        fit = None if resuming else _fit_batches(train_set, data.batch_size)
+        sampler = build_sampler(config, model, config.sample_shape, len(labels), device, fit_batches=fit)
 
     trainer = JEMTrainer(
         model,
         optimizer,
         sampler=sampler,
-        p_x_weight=p_x_weight,
-        energy_l2=train_cfg["energy_l2"],
-        amp_dtype=amp_dtype(config),
+        objective=JEMLoss(
+            p_x_weight=train_cfg.generative_weight,
+            energy_l2=train_cfg.energy_l2,
+            temperature=train_cfg.temperature,
+        ),
         scheduler=scheduler,
         run_dir=run_dir,
+        amp_dtype=amp_dtype(config),
         n_classes=len(labels),
         device=device,
         seed=seed,
-        buffer_size=config["sampling"]["buffer_size"],
         progress=progress,
-        data_noise=train_cfg["data_noise"],
-        temperature=train_cfg["temperature"],
-        guard=DivergenceGuard(max_rollbacks=train_cfg["max_rollbacks"]),
+        data_noise=train_cfg.data_noise,
+        guard=DivergenceGuard(max_rollbacks=train_cfg.max_rollbacks),
     )
     if resuming:
         # Loaded here, not by fit(resume=True), so that nothing in the run directory changes
         # (config.yaml, train.log) unless the checkpoint fits this run.
         _load_resume_checkpoint(trainer, last)
         if stored_config is not None:
-            _apply_optimizer_overrides(trainer, stored_config["train"], train_cfg)
+            _apply_optimizer_overrides(trainer, stored_config.train, train_cfg)
     if init_path is not None:
         with _bad_input(f"train.init_from ({init_path})"):
             trainer.init_model_from(init_path)
@@ -429,21 +417,21 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
             "resuming" if resuming else "starting",
             method,
             f"{run_dir} from epoch {trainer.epoch}, step {trainer.step_count}" if resuming else run_dir,
-            f"WRN-{config['model']['depth']}-{config['model']['width']}",
+            f"WRN-{config.model.depth}-{config.model.width}",
             device,
             len(train_set),
             len(train_loader),
-            train_cfg["epochs"],
+            train_cfg.epochs,
             f", from the weights of {init_path}" if init_path else "",
         )
         _log_skipped(caches)
         try:
             trainer.fit(  # resume=False: a resumed run's checkpoint is loaded above
                 train_loader,
-                train_cfg["epochs"],
+                train_cfg.epochs,
                 val_loader=dev_loader,
                 resume=False,
-                checkpoint_every=train_cfg["checkpoint_every"],
+                checkpoint_every=train_cfg.checkpoint_every,
             )
         except KeyboardInterrupt as exc:
             exc.resume_hint = f"resumable checkpoint in {last}; continue with: jemfast train --resume {run_dir}"
@@ -451,8 +439,8 @@ def _train_locked(config: dict[str, Any], run_dir: Path, resume: bool, progress:
         except DivergenceError as exc:
             raise DivergenceError(
                 f"{exc}. {last} holds the last checked state; continue with: jemfast train --resume {run_dir} "
-                f"--set train.max_rollbacks={trainer.rollbacks + train_cfg['max_rollbacks']} and a lower "
-                f"train.lr (now {train_cfg['lr']:g})"
+                f"--set train.max_rollbacks={trainer.rollbacks + train_cfg.max_rollbacks} and a lower "
+                f"train.lr (now {train_cfg.lr:g})"
             ) from exc
         finally:
             trainer.log.close()
@@ -515,7 +503,7 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[s
     labels = _read_labels(config)
     path = _checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
-    device = resolve_device(config["train"]["device"])
+    device = resolve_device(config.train.device)
     model = build_model(config, len(labels))
     model.load_state_dict(state["model"])
     model.to(device)
@@ -524,11 +512,11 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> dict[s
     for split in ("dev", "test"):
         with _bad_input(f"{split} data"):
             dataset = UtteranceDataset(caches[split], labels)
-        loader = make_eval_loader(dataset, config["data"]["eval_batch_size"], config["data"]["num_workers"])
+        loader = make_eval_loader(dataset, config.data.eval_batch_size, config.data.num_workers)
         logits, targets, subsets = _predict(model, loader, device)
         preds = Predictions(logits, targets, subsets if any(subsets) else None)
         preds.save(run_dir / "predictions" / f"{split}.npz")
-        result[split] = _metrics_by_subset(preds, config["eval"]["n_bins"])
+        result[split] = _metrics_by_subset(preds, config.eval.n_bins)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     logger.info(
         "evaluated %s (%s, epoch %d): test acc %.2f%%, ECE %.2f%%",
@@ -570,7 +558,7 @@ def calibrate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
     for name, calibrator in calibrators.items():
         calibrator.save(run_dir / "calibrators" / f"{name}.json")
-    n_bins = config["eval"]["n_bins"]
+    n_bins = config.eval.n_bins
     result: dict[str, Any] = {name: c.state_dict() for name, c in calibrators.items()}
     result["test"] = {"uncalibrated": _metrics_by_subset(test, n_bins)}
     for name, calibrator in calibrators.items():
@@ -610,9 +598,9 @@ def report_runs(
     for run in run_dirs:
         run = Path(run)
         config = load_run_config(run)
-        method = config["train"]["method"]
+        method = config.train.method
         kind = "softmax" if method == "softmax" else "energy"
-        by_task.setdefault(config["task"]["name"], {"softmax": [], "energy": []})[kind].append(run)
+        by_task.setdefault(config.task.name, {"softmax": [], "energy": []})[kind].append(run)
     groups: dict[str, dict[str, Path]] = {}
     curves: list[tuple[str, Path]] = []
     for task, runs in by_task.items():
@@ -624,7 +612,7 @@ def report_runs(
         softmax = _ensure_predictions(runs["softmax"][0])
         curves.append((f"{task}_softmax", runs["softmax"][0]))
         for energy_run in runs["energy"]:
-            method = load_run_config(energy_run)["train"]["method"]
+            method = load_run_config(energy_run).train.method
             energy = _ensure_predictions(energy_run)
             name = task if len(runs["energy"]) == 1 else f"{task} ({method})"
             if name in groups:
@@ -704,20 +692,18 @@ def run_demo(
 
     out_dir = Path(out_dir)
     base = load_config("demo", overrides)
-    task = base["task"]["name"]
+    task = base.task.name
     logger.info("generating the synthetic %s corpus in %s", task, out_dir / "corpus")
     with _bad_input("demo corpus"):
         corpus = generate_corpus(out_dir / "corpus", task, n_per_class=n_per_class, n_eval_per_class=n_eval_per_class)
     runs: dict[str, Path] = {}
     calibration: dict[str, Any] = {}
     for method in ("softmax", "jem"):
-        config = json.loads(json.dumps(base))
-        config["train"]["method"] = method
-        config["data"]["dir"] = str(corpus["root"])
+        changes = {"train.method": method, "data.dir": str(corpus["root"])}
         if method == "softmax":
             # The baseline is the plain classifier: the energy terms belong to the JEM run.
-            config["train"]["p_x_weight"] = None
-            config["train"]["energy_l2"] = 0.0
+            changes.update({"train.p_x_weight": None, "train.energy_l2": 0.0})
+        config = base.updated(changes)
         run_dir = out_dir / "runs" / method
         train_run(config, run_dir, resume=True, progress=progress)
         evaluate_run(run_dir)

@@ -715,3 +715,21 @@ def test_resume_trains_with_the_overridden_learning_rate_and_rollbacks(trained_r
     assert config["guard"]["max_rollbacks"] == 9
     # the tiny recipe has no milestones after warm-up: the rate is the new peak, a tenth of the old one
     assert groups[0]["lr"] == pytest.approx(before * 0.005 / 0.05)
+
+
+def test_config_prints_every_value_and_reads_back(capsys, tmp_path):
+    from jemfast.recipes import load_config
+
+    code, out, err = run(capsys, "config", "age", "--method", "jempp", "--set", "train.epochs=3")
+    assert code == 0, err
+    assert "chunk_frames: 320" in out and "method: jempp\n" in out and "  epochs: 3\n" in out
+    assert "# SGLD steps per iteration" in out  # each key's help
+    path = tmp_path / "printed.yaml"
+    path.write_text(out)
+    assert load_config(path) == load_config("age", ["train.epochs=3"], method="jempp")
+
+
+def test_config_names_a_bad_override_in_one_line(capsys):
+    code, _, err = run(capsys, "config", "demo", "--set", "train.lr=-1")
+    assert code == 1
+    assert_one_line_error(err, "train.lr must be >= 0.0, got -1.0")

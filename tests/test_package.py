@@ -60,14 +60,14 @@ def test_the_core_install_trains_and_evaluates_without_any_extra():
     code = _WITHOUT_EXTRAS + (
         "import torch\n"
         "from torch import nn\n"
-        "from jemfast import JEMTrainer, evaluate_logits\n"
+        "from jemfast import DefaultSampler, JEMTrainer, evaluate_logits\n"
         "from jemfast.ops import make_rng_state, sgld_update_\n"
         "x = torch.zeros(10)\n"
         "sgld_update_(x, torch.ones(10), step_size=0.1, noise_std=1.0, rng_state=make_rng_state(0))\n"
         "torch.manual_seed(0)\n"
         "model = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 3))\n"
-        "trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), buffer_size=32,\n"
-        "                     sampler_options={'n_steps': 2}, progress=True)\n"
+        "trainer = JEMTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1),\n"
+        "                     sampler=DefaultSampler(buffer_size=32, options={'n_steps': 2}), progress=True)\n"
         "xb, yb = torch.randn(16, 2), torch.randint(0, 3, (16,))\n"
         "trainer.step(xb, yb)\n"
         "print(trainer.evaluate([(xb, yb)]))\n"
@@ -83,3 +83,33 @@ def test_the_core_install_trains_and_evaluates_without_any_extra():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "val_acc" in result.stdout or "acc" in result.stdout
+
+
+def test_the_readme_library_example_runs(tmp_path, monkeypatch):
+    """The README's "Using the library" snippet, on CPU with a small model, warns of nothing."""
+    import re
+    import warnings
+    from pathlib import Path
+
+    import torch
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Using the library") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "JEMTrainer(" in snippet and "JEMLoss(" in snippet
+    snippet = (
+        snippet.replace("wrn28_5(num_classes=10).cuda()", "WideResNet(depth=10, width=1, num_classes=10)")
+        .replace("from jemfast.models import wrn28_5", "from jemfast.models import WideResNet")
+        .replace('device="cuda"', 'device="cpu"')
+        .replace("(1, 32, 192)", "(1, 8, 16)")
+        .replace("n_steps=50", "n_steps=2")
+        .replace("epochs=150", "epochs=1")
+    )
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 16), torch.randint(0, 10, (8,))
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        exec(compile(snippet, "README.md", "exec"), {"train_loader": loader, "dev_loader": loader})
+    assert (tmp_path / "runs" / "lang_jem" / "checkpoints" / "last.pt").is_file()

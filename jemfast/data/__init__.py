@@ -8,76 +8,67 @@ Data flows one way::
 manifests) for each task type, so everything runs without a download.
 """
 
-from .audio import AudioError, AudioInfo, audio_info, load_audio, resample, to_mono, write_wav
-from .cache import CacheEntry, FeatureCache, SkippedUtterance
-from .datasets import (
-    ChunkDataset,
-    EqualLengthBatchSampler,
-    UtteranceDataset,
-    collate_utterances,
-    list_subsets,
-    make_eval_loader,
-    make_subset_loaders,
-    make_train_loader,
-    repeat_pad,
-)
-from .features import FeatureRecipe, TorchLogMel, logmel, mel_filters
-from .importers import (
-    CASIA_EMOTIONS,
-    DEFAULT_AGE_BOUNDARIES,
-    ImportReport,
-    age_group,
-    age_group_names,
-    import_ap17_olr,
-    import_casia,
-    import_kaldi_dir,
-    import_voxceleb_age,
-    read_kaldi_dir,
-)
-from .manifest import ManifestRow, read_labels, read_manifest, write_labels, write_manifest
-from .synthetic import EMOTIONS, TASKS, class_names, generate_corpus
+from __future__ import annotations
 
-__all__ = [
-    "AudioError",
-    "AudioInfo",
-    "CASIA_EMOTIONS",
-    "CacheEntry",
-    "ChunkDataset",
-    "DEFAULT_AGE_BOUNDARIES",
-    "EMOTIONS",
-    "EqualLengthBatchSampler",
-    "FeatureCache",
-    "FeatureRecipe",
-    "ImportReport",
-    "ManifestRow",
-    "SkippedUtterance",
-    "TASKS",
-    "TorchLogMel",
-    "UtteranceDataset",
-    "age_group",
-    "age_group_names",
-    "audio_info",
-    "class_names",
-    "collate_utterances",
-    "generate_corpus",
-    "import_ap17_olr",
-    "import_casia",
-    "import_kaldi_dir",
-    "import_voxceleb_age",
-    "list_subsets",
-    "load_audio",
-    "logmel",
-    "make_eval_loader",
-    "make_subset_loaders",
-    "make_train_loader",
-    "mel_filters",
-    "read_kaldi_dir",
-    "read_labels",
-    "read_manifest",
-    "repeat_pad",
-    "resample",
-    "to_mono",
-    "write_labels",
-    "write_manifest",
-    "write_wav",
-]
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it. Loaded on first use, so that importing one
+# light module (``jemfast.data.manifest``) does not import audio, torch and librosa.
+_EXPORTS = {
+    "AudioError": "audio",
+    "AudioInfo": "audio",
+    "CASIA_EMOTIONS": "importers",
+    "CacheEntry": "cache",
+    "ChunkDataset": "datasets",
+    "DEFAULT_AGE_BOUNDARIES": "importers",
+    "EMOTIONS": "synthetic",
+    "EqualLengthBatchSampler": "datasets",
+    "FeatureCache": "cache",
+    "FeatureRecipe": "features",
+    "ImportReport": "importers",
+    "ManifestRow": "manifest",
+    "SPLITS": "manifest",
+    "SkippedUtterance": "cache",
+    "TASKS": "synthetic",
+    "TorchLogMel": "features",
+    "UtteranceDataset": "datasets",
+    "age_group": "importers",
+    "age_group_names": "importers",
+    "audio_info": "audio",
+    "class_names": "synthetic",
+    "collate_utterances": "datasets",
+    "generate_corpus": "synthetic",
+    "import_ap17_olr": "importers",
+    "import_casia": "importers",
+    "import_kaldi_dir": "importers",
+    "import_voxceleb_age": "importers",
+    "list_subsets": "datasets",
+    "load_audio": "audio",
+    "logmel": "features",
+    "make_eval_loader": "datasets",
+    "make_subset_loaders": "datasets",
+    "make_train_loader": "datasets",
+    "mel_filters": "features",
+    "read_kaldi_dir": "importers",
+    "read_labels": "manifest",
+    "read_manifest": "manifest",
+    "repeat_pad": "datasets",
+    "resample": "audio",
+    "to_mono": "audio",
+    "write_labels": "manifest",
+    "write_manifest": "manifest",
+    "write_wav": "audio",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"jemfast.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'jemfast.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# The manifests of a corpus folder, one CSV per split: <split>.csv.
+SPLITS = ("train", "dev", "test")
 REQUIRED_COLUMNS = ("utt_id", "path", "label", "speaker", "subset", "duration")
 OPTIONAL_COLUMNS = ("start", "end")
 _QUOTE_HINT = 'is a double quote (") opened and never closed?'

@@ -66,7 +66,7 @@ import numpy as np
 
 from .audio import write_wav
 from .importers import CASIA_EMOTIONS, DEFAULT_AGE_BOUNDARIES, age_group_names
-from .manifest import ManifestRow, write_labels, write_manifest
+from .manifest import SPLITS, ManifestRow, write_labels, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ SAMPLE_RATE = 16000
 GENERATOR_VERSION = 1
 TASKS = ("language", "emotion", "age")
 EMOTIONS = CASIA_EMOTIONS  # the synthetic emotion task has CASIA's six classes
-SPLITS = ("train", "dev", "test")
 
 _FRAME = 512  # synthesis frame (32 ms)
 _HOP = _FRAME // 2  # 16 ms; sqrt-Hann analysis and synthesis windows overlap-add to exactly 1

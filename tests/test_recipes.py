@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import pytest
 import torch
@@ -9,76 +11,132 @@ import yaml
 
 from jemfast.data import FeatureRecipe
 from jemfast.recipes import (
-    DEFAULTS,
     METHODS,
-    SCHEMA,
+    SECTIONS,
     SEED_MAX,
     ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SamplingConfig,
+    TrainConfig,
     apply_overrides,
-    buffer_init,
     build_model,
     build_sampler,
+    config_yaml,
     load_config,
     parse_override,
     recipe_names,
     resolve_device,
     save_config,
-    validate_config,
 )
+from jemfast.sampling import PRESETS
+
+
+def buffer_init(config):
+    return config.buffer_init
 
 
 def test_packaged_recipes_are_the_papers_setting():
     assert {"age", "emotion", "language", "demo"} <= set(recipe_names())
     for task, chunk in (("age", 320), ("emotion", 192), ("language", 192)):
         config = load_config(task)
-        assert config["task"]["name"] == task
-        assert config["data"]["chunk_frames"] == chunk
-        assert config["data"]["n_mels"] == 32
-        assert (config["model"]["depth"], config["model"]["width"]) == (28, 5)
-        assert config["sampling"]["n_steps"] == 50
-        assert config["sampling"]["buffer_size"] == 10000
-        assert config["sampling"]["pyld_lr"] == 0.2
-        train = config["train"]
-        assert (train["lr"], train["warmup_steps"], train["milestones"], train["gamma"], train["epochs"]) == (
+        assert config.task.name == task
+        assert config.data.chunk_frames == chunk
+        assert config.data.n_mels == 32
+        assert (config.model.depth, config.model.width) == (28, 5)
+        assert config.sampling.n_steps == 50
+        assert config.sampling.buffer_size == 10000
+        assert config.sampling.pyld_lr is None  # the jempp preset's
+        train = config.train
+        assert (train.lr, train.warmup_steps, train.milestones, train.gamma, train.epochs) == (
             0.1,
             1000,
-            [40, 80, 120],
+            (40, 80, 120),
             0.2,
             150,
         )
 
 
-def test_packaged_recipes_state_every_key():
-    # The recipes double as documentation, so none may silently rely on a default.
+def test_packaged_recipes_state_only_what_differs_from_the_defaults():
+    # The defaults are the one source of every value; a recipe repeating one would hide a change to it.
     from importlib import resources
 
+    defaults = RunConfig().to_dict()
     for name in recipe_names():
         text = (resources.files("jemfast") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
         data = yaml.safe_load(text)
-        for section, fields in SCHEMA.items():
-            assert set(data[section]) == set(fields), (name, section)
+        repeated = [
+            f"{section}.{key}"
+            for section, values in data.items()
+            for key, value in values.items()
+            if value == defaults[section][key] and not (section, key, value) == ("data", "dir", None)
+        ]
+        assert not repeated, (name, repeated)
+
+
+def test_every_field_is_typed_and_its_default_passes_its_own_checks():
+    for section in SECTIONS:
+        for key, spec in section.specs().items():
+            assert spec.kind in (int, float, str, tuple), (section.NAME, key)
+    assert RunConfig() == RunConfig.from_dict({}) == RunConfig.from_dict(RunConfig().to_dict())
+
+
+def test_sections_check_themselves_when_made_directly():
+    with pytest.raises(ConfigError, match=r"^train.lr must be >= 0.0, got -1.0$"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match="model.depth must be 10, 16"):
+        ModelConfig(depth=12)
+    with pytest.raises(ConfigError, match="data.on_error must be one of raise, skip"):
+        DataConfig(on_error="ignore")
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+    assert TrainConfig(milestones=[3, 5]).milestones == (3, 5)
+    with pytest.raises(ConfigError, match=r"sampling.buffer_size \(4\) must be at least data.batch_size"):
+        RunConfig(sampling=SamplingConfig(buffer_size=4))
+    with pytest.raises(TypeError, match="RunConfig.train must be a TrainConfig"):
+        RunConfig(train={"lr": 0.1})
+
+
+def test_configs_are_frozen_and_updated_as_checked_copies():
+    import dataclasses
+
+    config = load_config("demo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.lr = 1.0
+    changed = config.updated({"train.method": "softmax", "train.p_x_weight": None, "train.energy_l2": 0.0})
+    assert changed.train.method == "softmax" and config.train.method == "jem"
+    assert changed.train.generative_weight == 0.0 and config.train.generative_weight == 0.1
+    with pytest.raises(ConfigError, match="train.lr must be >= 0.0"):
+        config.updated({"train.lr": -1})
+    with pytest.raises(ConfigError, match="unknown config key 'train.learning_rate'"):
+        config.updated({"train.learning_rate": 1})
+
+
+def test_the_generative_weight_must_match_the_method():
+    assert load_config("language", method="jem").train.generative_weight == 1.0
+    assert load_config("language", method="softmax").train.generative_weight == 0.0
+    with pytest.raises(ConfigError, match="train.p_x_weight is 0.5 but the softmax method draws no samples"):
+        load_config("language", ["train.p_x_weight=0.5"], method="softmax")
+    with pytest.raises(ConfigError, match="train.p_x_weight is 0, which trains a softmax model"):
+        load_config("language", ["train.p_x_weight=0"], method="jem")
+
+
+@pytest.mark.parametrize("name", ["age", "demo", "calibration"])
+def test_the_annotated_listing_reads_back_as_the_same_config(tmp_path, name):
+    config = load_config(name, ["data.dir='my data: a/b'", "task.description='yes'"])
+    assert config.task.description == "yes"
+    text = config_yaml(config, annotate=True)
+    assert "# an unusable audio file" in text and "data.dir" not in text
+    path = tmp_path / "listed.yaml"
+    path.write_text(text)
+    assert load_config(path) == config
 
 
 def test_on_error_is_a_data_key_that_defaults_to_raise():
-    assert DEFAULTS["data"]["on_error"] == "raise"
+    assert RunConfig().data.on_error == "raise"
     for name in recipe_names():
-        assert load_config(name)["data"]["on_error"] == "raise", name
-    assert load_config("demo", ["data.on_error=skip"])["data"]["on_error"] == "skip"
-
-
-def test_packaged_recipes_comment_on_error():
-    from importlib import resources
-
-    for name in recipe_names():
-        text = (resources.files("jemfast") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
-        line = next(line for line in text.splitlines() if line.strip().startswith("on_error:"))
-        assert "#" in line and "skip" in line.split("#", 1)[1], (name, line)
-
-
-def test_defaults_validate_and_schema_covers_them():
-    config = validate_config(DEFAULTS)
-    assert config == DEFAULTS
-    assert set(DEFAULTS) == set(SCHEMA)
+        assert load_config(name).data.on_error == "raise", name
+    assert load_config("demo", ["data.on_error=skip"]).data.on_error == "skip"
 
 
 @pytest.mark.parametrize(
@@ -112,13 +170,13 @@ def test_bad_overrides_name_the_problem(text, fragment):
 
 def test_overrides_apply_and_numbers_are_accepted_for_floats():
     config = load_config("demo", ["train.epochs=3", "model.width=2", "train.lr=1", "train.weight_decay=5e-4"])
-    assert config["train"]["epochs"] == 3 and config["model"]["width"] == 2
-    assert config["train"]["lr"] == 1.0 and isinstance(config["train"]["lr"], float)
-    assert config["train"]["weight_decay"] == 5e-4
+    assert config.train.epochs == 3 and config.model.width == 2
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.train.weight_decay == 5e-4
     untouched = load_config("demo")
-    assert untouched["train"]["epochs"] != 3
-    assert apply_overrides(untouched, ["train.seed=5"])["train"]["seed"] == 5
-    assert untouched["train"]["seed"] == 0
+    assert untouched.train.epochs != 3
+    assert apply_overrides(untouched, ["train.seed=5"]).train.seed == 5
+    assert untouched.train.seed == 0
 
 
 @pytest.mark.parametrize(
@@ -148,7 +206,7 @@ def test_bad_values_name_the_key(override, fragment):
 
 
 FLOAT_KEYS = [
-    f"{section}.{key}" for section, fields in SCHEMA.items() for key, field in fields.items() if float in field.types
+    f"{section.NAME}.{key}" for section in SECTIONS for key, spec in section.specs().items() if spec.kind is float
 ]
 
 
@@ -207,7 +265,7 @@ def test_integers_out_of_range_are_refused_naming_the_key(override, fragment):
 @pytest.mark.parametrize("seed", [0, SEED_MAX])
 def test_every_accepted_seed_seeds_every_generator_of_a_run(seed):
     config = load_config("demo", [f"train.seed={seed}", "sampling.buffer_size=40"], method="jem")
-    seed = config["train"]["seed"]
+    seed = config.train.seed
     torch.manual_seed(seed)
     torch.Generator().manual_seed(seed)  # the training loader's shuffle
     np.random.default_rng([seed, 0, 0])  # ChunkDataset's chunk offsets
@@ -218,7 +276,7 @@ def test_every_accepted_seed_seeds_every_generator_of_a_run(seed):
 
 def test_n_mels_is_bounded_by_the_fft_bins_of_the_feature_recipe():
     bins = FeatureRecipe().n_fft // 2 + 1
-    assert load_config("demo", [f"data.n_mels={bins}"])["data"]["n_mels"] == bins
+    assert load_config("demo", [f"data.n_mels={bins}"]).data.n_mels == bins
     for n_mels in (bins + 1, 100000):
         with pytest.raises(ConfigError, match=f"^data.n_mels must be <= {bins} .*, got {n_mels}$"):
             load_config("demo", [f"data.n_mels={n_mels}"])
@@ -244,8 +302,8 @@ def test_partial_file_merges_over_defaults(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("task: {name: mine}\ntrain: {epochs: 2}\n")
     config = load_config(path)
-    assert config["task"]["name"] == "mine" and config["train"]["epochs"] == 2
-    assert config["model"] == DEFAULTS["model"]
+    assert config.task.name == "mine" and config.train.epochs == 2
+    assert config.model == RunConfig().model
 
 
 def test_missing_recipe_and_unknown_method():
@@ -259,7 +317,7 @@ def test_save_and_reload_round_trip(tmp_path):
     config = load_config("language", ["train.epochs=7", "data.dir=/data/x"])
     path = save_config(config, tmp_path / "run" / "config.yaml")
     assert load_config(path) == config
-    assert list(yaml.safe_load(path.read_text())) == list(SCHEMA)
+    assert list(yaml.safe_load(path.read_text())) == [section.NAME for section in SECTIONS]
 
 
 def test_save_config_replaces_the_file_atomically(tmp_path, monkeypatch):
@@ -293,7 +351,8 @@ def test_build_model_follows_the_config():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_build_sampler_uses_the_preset_and_recipe_steps(method):
-    config = load_config("demo", ["sampling.n_steps=3", "sampling.buffer_size=40"], method=method)
+    overrides = ["sampling.n_steps=3", "sampling.buffer_size=40", "train.p_x_weight=null"]
+    config = load_config("demo", overrides, method=method)
     model = build_model(config, n_classes=3)
     x = torch.randn(12, 1, 4, 8)
     y = torch.arange(12) % 3
@@ -305,20 +364,20 @@ def test_build_sampler_uses_the_preset_and_recipe_steps(method):
     assert sampler.buffer.size == 40 and sampler.buffer.init == buffer_init(config)
     assert sampler.method == ("pyld" if method == "jempp" else "sgld")
     if method == "jempp":
-        assert sampler.pyld_lr == 0.2
+        assert sampler.step.lr == PRESETS["jempp"].settings.step.lr == 0.2
         assert torch.allclose(sampler.buffer.init_mean[1], x[y == 1].mean(0))
     samples = sampler.sample(5)
     assert samples.shape == (5, 1, 4, 8) and torch.isfinite(samples).all()
 
 
-@pytest.mark.parametrize("method, attribute", [("jem", "clamp"), ("sadajem", "clamp"), ("jempp", "pyld_clamp")])
+@pytest.mark.parametrize("method, attribute", [("jem", "clamp"), ("sadajem", "clamp"), ("jempp", "step.clamp")])
 def test_sampling_clamp_reaches_the_sampler(method, attribute):
     config = load_config("demo", ["sampling.clamp=[-3, 3]", "sampling.buffer_size=40"], method=method)
-    assert config["sampling"]["clamp"] == [-3.0, 3.0]
+    assert config.sampling.clamp == (-3.0, 3.0)
     model = build_model(config, n_classes=3)
     x, y = torch.randn(12, 1, 4, 8), torch.arange(12) % 3
     sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
-    assert getattr(sampler, attribute) == (-3.0, 3.0)
+    assert operator.attrgetter(attribute)(sampler) == (-3.0, 3.0)
 
 
 @pytest.mark.parametrize("value", ["[3, -3]", "[1]", "[a, b]", "5"])
@@ -340,18 +399,18 @@ def test_resolve_device_refuses_a_cuda_device_the_machine_lacks():
 
 @pytest.mark.parametrize(
     "method, attribute, expected",
-    [("jem", "clamp", None), ("sadajem", "clamp", (-4.0, 4.0)), ("jempp", "pyld_clamp", (-4.0, 4.0))],
+    [("jem", "clamp", None), ("sadajem", "clamp", (-4.0, 4.0)), ("jempp", "step.clamp", (-4.0, 4.0))],
 )
 def test_default_clamp_suits_normalised_features(method, attribute, expected):
     """The references' [-1, 1] is the range of images; normalised features need the data's range."""
     from jemfast.recipes import FEATURE_CLAMP
 
     config = load_config("demo", ["sampling.buffer_size=40"], method=method)
-    assert config["sampling"]["clamp"] is None
+    assert config.sampling.clamp is None
     model = build_model(config, n_classes=3)
     x, y = torch.randn(12, 1, 4, 8), torch.arange(12) % 3
     sampler = build_sampler(config, model, (1, 4, 8), 3, torch.device("cpu"), fit_batches=[(x, y)])
-    assert getattr(sampler, attribute) == expected
+    assert operator.attrgetter(attribute)(sampler) == expected
     assert FEATURE_CLAMP == (-4.0, 4.0)
 
 
@@ -366,6 +425,6 @@ def test_a_null_n_steps_reaches_the_presets_value():
     for method in ("jem", "jempp", "sadajem"):
         config = load_config("demo", [f"train.method={method}", "sampling.n_steps=null", "sampling.init=uniform"])
         sampler = build_sampler(config, model, (1, 16, 48), 3, torch.device("cpu"))
-        assert sampler.n_steps == PRESETS[method][0]["n_steps"], method
+        assert sampler.n_steps == PRESETS[method].settings.n_steps, method
         config = load_config("demo", [f"train.method={method}", "sampling.n_steps=3", "sampling.init=uniform"])
         assert build_sampler(config, model, (1, 16, 48), 3, torch.device("cpu")).n_steps == 3
