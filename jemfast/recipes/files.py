@@ -166,14 +166,14 @@ def config_yaml(config: RunConfig, annotate: bool = False) -> str:
 
 
 def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
-    """Write a config as YAML (every key, see :func:`config_yaml`) and return the path.
+    """Write a config as YAML (every key with its help, see :func:`config_yaml`) and return the path.
 
     The file is replaced atomically: a reader (``jemfast evaluate`` of a run being
     resumed) or a crash mid-write sees the old config or the new one, never a torn one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = config_yaml(config)
+    text = config_yaml(config, annotate=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     # Mode 0o666 less the umask, as a plain write would create it (mkstemp would make it private).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
