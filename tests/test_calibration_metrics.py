@@ -260,7 +260,7 @@ def test_wrong_types_and_shapes():
         accuracy(LABELS[:, None], probs=PROBS)
     with pytest.raises(ValueError, match="at least one row"):
         accuracy(np.array([], dtype=np.int64), logits=np.zeros((0, 3)))
-    with pytest.raises(ValueError, match="n_bins must be a positive integer"):
+    with pytest.raises(ValueError, match="n_bins must be an int >= 1, got 0"):
         expected_calibration_error(LABELS, probs=PROBS, n_bins=0)
     with pytest.raises(TypeError, match="numpy array or torch tensor"):
         accuracy(LABELS, logits="logits")

@@ -112,9 +112,9 @@ def test_bad_input():
         auroc([], [1.0])
     with pytest.raises(ValueError, match=r"scores_out\[1\] is NaN"):
         auroc([1.0], [0.0, float("nan")])
-    with pytest.raises(ValueError, match="tpr must be in"):
+    with pytest.raises(ValueError, match="tpr must be a finite number > 0 and <= 1, got 0.0"):
         fpr_at_tpr([1.0], [0.0], tpr=0.0)
-    with pytest.raises(ValueError, match="temperature must be a positive"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0.0"):
         energy_score(np.zeros((2, 2)), temperature=0.0)
     with pytest.raises(ValueError, match=r"logits\[0, 1\] = nan"):
         energy_score(np.array([[0.0, np.nan]]))

@@ -185,5 +185,5 @@ def test_bootstrap_intervals_on_request(tmp_path):
     md_path, _ = write_report(rows, tmp_path)
     first = rows[0]
     assert f"{first['ece']:.2f} [{first['ece_low']:.2f}, {first['ece_high']:.2f}]" in md_path.read_text()
-    with pytest.raises(ValueError, match="n_bootstrap must be a non-negative int"):
+    with pytest.raises(ValueError, match="n_bootstrap must be an int >= 0, got -1"):
         compare_models(**s, n_bootstrap=-1)

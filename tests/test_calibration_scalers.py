@@ -199,7 +199,7 @@ def test_bad_fit_input_is_rejected_before_any_state_changes():
 def test_bad_state_is_rejected_before_any_state_changes(tmp_path):
     ts = TemperatureScaling().fit(*overconfident_split(200, 3, 2.0, seed=11))
     t = ts.temperature
-    with pytest.raises(ValueError, match="positive finite"):
+    with pytest.raises(ValueError, match=r"state\['temperature'\] must be a finite number > 0, got -1.0"):
         ts.load_state_dict({"type": "TemperatureScaling", "n_classes": 3, "temperature": -1.0})
     with pytest.raises(ValueError, match="expected 'TemperatureScaling'"):
         ts.load_state_dict({"type": "VectorScaling", "n_classes": 3, "scale": [1, 1, 1], "bias": [0, 0, 0]})

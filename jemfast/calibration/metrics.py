@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jemfast._checks import check_int, check_number
+
 logger = logging.getLogger(__name__)
 
 # Tolerance on the row sums of probabilities passed with ``probs=``; loose
@@ -145,14 +147,9 @@ def _resolve(labels, logits, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     return y, p, log_p
 
 
-def _check_n_bins(n_bins: int) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-
-
 def bin_edges(n_bins: int) -> np.ndarray:
     """The (n_bins + 1,) equal-width edges k / n_bins, k = 0..n_bins, in float64."""
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     return np.arange(n_bins + 1, dtype=np.float64) / n_bins
 
 
@@ -201,7 +198,7 @@ def reliability_bins(labels, *, logits=None, probs=None, n_bins: int = 15, right
     class index, as in ``numpy.argmax``). Accuracy and confidence are fractions.
     """
     y, p, _ = _resolve(labels, logits, probs)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     return _bin_stats(p.argmax(axis=1) == y, p.max(axis=1), n_bins, right_closed)
 
 
@@ -267,7 +264,7 @@ def adaptive_ece(labels, *, logits=None, probs=None, n_bins: int = 15) -> float:
     example each. The error is sum_b (n_b / N) |acc_b - conf_b|.
     """
     y, p, _ = _resolve(labels, logits, probs)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
     order = np.argsort(conf, kind="stable")
@@ -288,7 +285,7 @@ def classwise_ece(labels, *, logits=None, probs=None, n_bins: int = 15, right_cl
     any probability the model gives it is miscalibration.
     """
     y, p, _ = _resolve(labels, logits, probs)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     n, c = p.shape
     per_class = np.empty(c)
     for k in range(c):
@@ -326,10 +323,9 @@ def bootstrap_ci(
     (1 - confidence)/2 and (1 + confidence)/2 quantiles over ``n_resamples``
     resamples drawn from ``numpy.random.default_rng(seed)``.
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    if check_number("confidence", confidence, positive=True) >= 1.0:
+        raise ValueError(f"confidence must be a finite number in (0, 1), got {confidence!r}")
+    n_resamples = check_int("n_resamples", n_resamples, minimum=1)
     y, p, _ = _resolve(labels, logits, probs)
     scores = as_scores(logits, "logits") if logits is not None else p
     key = "logits" if logits is not None else "probs"
@@ -359,7 +355,7 @@ def evaluate_logits(labels, logits, n_bins: int = 15) -> dict[str, float]:
         ``n`` is an int, the other values are Python floats.
     """
     y, p, log_p = _resolve(labels, logits, None)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     stats = _bin_stats(p.argmax(axis=1) == y, p.max(axis=1), n_bins, False)
     filled = stats.count > 0
     gaps = np.abs(stats.accuracy[filled] - stats.confidence[filled])

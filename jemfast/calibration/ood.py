@@ -16,14 +16,11 @@ import math
 import numpy as np
 import torch
 
+from jemfast._checks import check_number
+
 from .metrics import _to_numpy, as_scores, log_softmax
 
 logger = logging.getLogger(__name__)
-
-
-def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
 
 
 def energy_score(logits, temperature: float = 1.0):
@@ -38,7 +35,7 @@ def energy_score(logits, temperature: float = 1.0):
         numpy input, a tensor of the input's dtype and device (differentiable)
         for torch input.
     """
-    _check_temperature(temperature)
+    temperature = check_number("temperature", temperature, positive=True)
     if isinstance(logits, torch.Tensor):
         if logits.ndim != 2:
             raise ValueError(f"logits must have shape (N, C), got shape {tuple(logits.shape)}")
@@ -81,7 +78,7 @@ def input_gradient_norm(model: torch.nn.Module, x: torch.Tensor, temperature: fl
     Returns:
         (N,) float tensor of gradient norms on ``x``'s device, detached.
     """
-    _check_temperature(temperature)
+    temperature = check_number("temperature", temperature, positive=True)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:
@@ -140,8 +137,7 @@ def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
     ceil(tpr * N_in)-th highest in-distribution score); the result is
     mean(s_out >= t), a fraction in [0, 1].
     """
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
+    tpr = check_number("tpr", tpr, positive=True, maximum=1)
     s_in = _as_score_vector(scores_in, "scores_in")
     s_out = _as_score_vector(scores_out, "scores_out")
     # Guard the ceil against 0.95 * 100 = 95.00000000000001.

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from jemfast._checks import check_int
 from jemfast._extras import require
 from jemfast.train.run_log import read_epoch_records
 
-from .metrics import _bin_stats, _check_n_bins, _resolve, bin_edges
+from .metrics import _bin_stats, _resolve, bin_edges
 from .predictions import as_predictions
 
 FigureCanvasAgg = require("matplotlib.backends.backend_agg", "plotting").FigureCanvasAgg
@@ -109,7 +110,7 @@ def reliability_diagram(
     """
     path = _check_path(path)
     y, p, _ = _resolve(labels, logits, probs)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     fig, ax = _new_figure(4.5, 4.5)
     _draw_reliability(ax, y, p, n_bins, title)
     return _save(fig, path)
@@ -126,7 +127,7 @@ def confidence_histogram(
     """
     path = _check_path(path)
     y, p, _ = _resolve(labels, logits, probs)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == y
     edges = bin_edges(n_bins)
@@ -209,7 +210,7 @@ def compare_reliability(
     to their .npz files), usually of the same test split. Returns the path written.
     """
     path = _check_path(path)
-    _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
     panels = [as_predictions(softmax_preds, "softmax_preds"), as_predictions(energy_preds, "energy_preds")]
     fig, axes = _new_figure(9.0, 4.5, ncols=2)
     for ax, preds, title in zip(axes, panels, titles, strict=True):

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from jemfast._checks import check_int
+
 from .metrics import bootstrap_ci, evaluate_logits, expected_calibration_error
 from .predictions import Predictions, as_predictions
 from .scalers import Calibrator, LogisticScaling, TemperatureScaling
@@ -90,8 +92,7 @@ def compare_models(
         ("all", then each subset name of the test predictions), ece (percent),
         acc (percent), nll (nats), brier, mce (percent) and n.
     """
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be a non-negative int, got {n_bootstrap!r}")
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap, minimum=0)
     named = dict(zip(RUN_KEYS, (softmax_dev, softmax_test, energy_dev, energy_test), strict=True))
     preds = {key: as_predictions(value, key) for key, value in named.items()}
     for model in ("softmax", "energy"):

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from jemfast._checks import check_int, check_number
+
 from .metrics import as_labels, as_scores, log_softmax
 
 logger = logging.getLogger(__name__)
@@ -137,9 +139,7 @@ class Calibrator:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         if state.get("type") != type(self).__name__:
             raise ValueError(f"state is for {state.get('type')!r}, expected {type(self).__name__!r}")
-        n_classes = state.get("n_classes")
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
-            raise ValueError(f"state['n_classes'] must be a positive int, got {n_classes!r}")
+        n_classes = check_int("state['n_classes']", state.get("n_classes"), minimum=1)
         self._set_params(state)
         self.n_classes = n_classes
 
@@ -247,10 +247,7 @@ class TemperatureScaling(Calibrator):
         return {"temperature": float(self.temperature)}
 
     def _set_params(self, state: dict[str, Any]) -> None:
-        t = state.get("temperature")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < float("inf"):
-            raise ValueError(f"state['temperature'] must be a positive finite number, got {t!r}")
-        self.temperature = float(t)
+        self.temperature = check_number("state['temperature']", state.get("temperature"), positive=True)
 
     def __repr__(self) -> str:
         return f"TemperatureScaling(temperature={self.temperature})"
@@ -366,9 +363,7 @@ class MatrixScaling(Calibrator):
 
     def __init__(self, l2: float = 0.0) -> None:
         super().__init__()
-        if not l2 >= 0.0:
-            raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
-        self.l2 = float(l2)
+        self.l2 = check_number("l2", l2, minimum=0)
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
 
@@ -460,10 +455,7 @@ class LogisticScaling(Calibrator):
         if vector_scale:
             scale = _float_list(state.get("scale"), "scale", c)
         else:
-            scale = state.get("scale")
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
-                raise ValueError(f"state['scale'] must be a finite number, got {scale!r}")
-            scale = float(scale)
+            scale = check_number("state['scale']", state.get("scale"))
         self.bias = _float_list(state.get("bias"), "bias", c)
         self.vector_scale, self.scale = vector_scale, scale
         self.balanced = bool(state.get("balanced", False))

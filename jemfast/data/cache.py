@@ -39,9 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_choice, check_int
 from .._leftovers import owner_tag, stale_leftovers
 from .audio import DEFAULT_MIN_SAMPLES, AudioError, load_audio
 from .features import FeatureRecipe, logmel
+from .importers import ON_ERROR_CHOICES
 from .manifest import ManifestRow, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -433,13 +435,10 @@ def _check_build_args(recipe: FeatureRecipe, on_error: str, workers: int | None)
     """Argument check of :meth:`FeatureCache.build`; returns ``workers`` with None resolved to the CPU count."""
     if not isinstance(recipe, FeatureRecipe):
         raise TypeError(f"recipe must be a FeatureRecipe, got {type(recipe).__name__}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     if workers is None:
-        workers = os.cpu_count() or 1
-    if not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
-    return workers
+        return os.cpu_count() or 1
+    return check_int("workers", workers, minimum=0)
 
 
 def _write_staging(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .._checks import check_int
 from .cache import FeatureCache
 from .manifest import read_labels, read_manifest
 
@@ -61,8 +62,7 @@ class ChunkDataset(Dataset):
     def __init__(self, cache: FeatureCache, labels: LabelsLike, chunk_frames: int = 192, seed: int = 0) -> None:
         if not isinstance(cache, FeatureCache):
             raise TypeError(f"cache must be a FeatureCache, got {type(cache).__name__}")
-        if not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be a positive int, got {chunk_frames!r}")
+        chunk_frames = check_int("chunk_frames", chunk_frames, minimum=1)
         self.cache = cache
         self.labels, self.targets = _label_indices(cache, labels)
         self.chunk_frames = chunk_frames
@@ -136,8 +136,7 @@ class EqualLengthBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, dataset: UtteranceDataset, batch_size: int) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
         groups: dict[int, list[int]] = defaultdict(list)
         for i in range(len(dataset)):
             groups[dataset.frames(i)].append(i)

@@ -24,12 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._checks import check_choice
 from .audio import AudioError, audio_info
 from .manifest import ManifestRow, write_labels, write_manifest
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+# What an importer (and FeatureCache.build) does with an unreadable file.
+ON_ERROR_CHOICES = ("raise", "skip")
 
 # Age-group boundaries (years): groups are [0, 30), [30, 40), [40, 50), [50, inf).
 # They split VoxCeleb-Enrichment's speakers, mostly aged 20 to 70, into four
@@ -49,11 +52,6 @@ class ImportReport:
     labels: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-def _check_on_error(on_error: str) -> None:
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
 def _duration(path: Path, on_error: str, report: ImportReport) -> float | None:
@@ -125,7 +123,7 @@ def read_kaldi_dir(
     otherwise) and, if present, ``segments`` (``utt rec start end``, seconds).
     Every row gets ``subset``. Paths in the rows are absolute.
     """
-    _check_on_error(on_error)
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     data_dir = Path(data_dir)
     report = report if report is not None else ImportReport()
     scp = data_dir / "wav.scp"
@@ -228,7 +226,7 @@ def import_ap17_olr(
     prefixed with the subset when they would collide. ``labels`` fixes the
     class order (default: sorted language codes of the training set).
     """
-    _check_on_error(on_error)
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     root, out_dir = Path(root), Path(out_dir)
     report = ImportReport()
     found: dict[str, list[Path]] = defaultdict(list)
@@ -290,7 +288,7 @@ def import_casia(
       (default: the last speaker in sorted order) form the test set; dev is
       ``dev_fraction`` of each remaining group.
     """
-    _check_on_error(on_error)
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     if not (0 <= dev_fraction < 1 and 0 <= test_fraction < 1 and dev_fraction + test_fraction < 1):
         raise ValueError(
             f"need 0 <= dev_fraction, test_fraction and their sum < 1, got {dev_fraction}, {test_fraction}"
@@ -481,7 +479,7 @@ def import_voxceleb_age(
     (default :data:`DEFAULT_AGE_BOUNDARIES`). A listed video with no audio
     raises, or is skipped and counted with ``on_error="skip"``.
     """
-    _check_on_error(on_error)
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     names = age_group_names(boundaries)
     wav_root, out_dir = Path(wav_root), Path(out_dir)
     if not wav_root.is_dir():

@@ -64,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_bounds, check_choice, check_int
 from .audio import write_wav
 from .importers import CASIA_EMOTIONS, DEFAULT_AGE_BOUNDARIES, age_group_names
 from .manifest import SPLITS, ManifestRow, write_labels, write_manifest
@@ -420,16 +421,15 @@ def _check_corpus_args(
     age_boundaries: tuple[int, ...],
 ) -> tuple[int, tuple[int, ...]]:
     """Argument check of :func:`generate_corpus`; returns the dev/test count per class and age boundaries (years)."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if not isinstance(n_per_class, int) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}")
-    n_eval = max(2, n_per_class // 4) if n_eval_per_class is None else n_eval_per_class
-    if not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"n_eval_per_class must be a positive int, got {n_eval_per_class!r}")
-    low, high = train_seconds
-    if not 0.1 <= low <= high:
-        raise ValueError(f"train_seconds must be (low, high) with 0.1 <= low <= high, got {train_seconds}")
+    check_choice("task", task, TASKS)
+    n_per_class = check_int("n_per_class", n_per_class, minimum=1)
+    if n_eval_per_class is None:
+        n_eval = max(2, n_per_class // 4)
+    else:
+        n_eval = check_int("n_eval_per_class", n_eval_per_class, minimum=1)
+    bounds = check_bounds("train_seconds", train_seconds)
+    if bounds is None or bounds[0] < 0.1:
+        raise ValueError(f"train_seconds must be a (low, high) pair with 0.1 <= low <= high, got {train_seconds!r}")
     age_boundaries = tuple(int(b) for b in age_boundaries)
     if task == "age" and not (len(age_boundaries) >= 1 and 18 < age_boundaries[0] and age_boundaries[-1] < 80):
         raise ValueError(

@@ -31,6 +31,8 @@ import math
 import torch
 from torch import nn
 
+from jemfast._checks import check_choice, check_int, check_number
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["WideResNet", "wrn28_5", "wrn16_2", "NORM_CHOICES", "LEAKY_RELU_SLOPE"]
@@ -115,25 +117,18 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        int_args = (("depth", depth), ("width", width), ("num_classes", num_classes), ("in_channels", in_channels))
-        for name, value in int_args:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        depth = check_int("depth", depth, type_error=TypeError)
+        width = check_int("width", width, minimum=1, type_error=TypeError)
+        num_classes = check_int("num_classes", num_classes, minimum=1, type_error=TypeError)
+        in_channels = check_int("in_channels", in_channels, minimum=1, type_error=TypeError)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(
                 f"depth={depth} is invalid: a Wide-ResNet needs (depth - 4) % 6 == 0 with at least one block "
                 f"per group (depth 10, 16, 22, 28, 34, 40, ...)"
             )
-        if width < 1:
-            raise ValueError(f"width={width} must be >= 1")
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes} must be >= 1")
-        if in_channels < 1:
-            raise ValueError(f"in_channels={in_channels} must be >= 1")
-        if norm not in NORM_CHOICES:
-            raise ValueError(f"norm={norm!r} is not supported; expected one of {NORM_CHOICES}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout={dropout!r} must lie in [0, 1)")
+        norm = check_choice("norm", norm, NORM_CHOICES)
+        if check_number("dropout", dropout, minimum=0) >= 1.0:
+            raise ValueError(f"dropout must be a finite number in [0, 1), got {dropout!r}")
 
         self.depth = depth
         self.width = width

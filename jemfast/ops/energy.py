@@ -7,11 +7,10 @@ table: :mod:`jemfast.backends`; tests: tests/test_ops_energy.py (and tests/test_
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
+from jemfast._checks import check_number
 from jemfast.backends import resolve_backend
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -40,11 +39,7 @@ def energy(logits: torch.Tensor, temperature: float = 1.0, *, backend: str | Non
         raise TypeError(f"logits must be a floating tensor (float32/bfloat16/float16/float64), got {logits.dtype}")
     if logits.dim() == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits must have shape (..., C) with C >= 1, got {tuple(logits.shape)}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a positive number, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    temperature = float(temperature)
+    temperature = check_number("temperature", temperature, positive=True, type_error=TypeError)
     if logits.dtype == torch.float64:
         return torch.logsumexp(logits / temperature, dim=-1) * -temperature
     # "cpu" has no energy kernels (torch's logsumexp is fused already): the registry runs the reference.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
+from jemfast._checks import check_int
 from jemfast.backends import resolve_backend
 
 _SEED_BITS = 63
@@ -31,12 +32,8 @@ def make_rng_state(seed: int | torch.Generator | None = None, device: torch.devi
         value = int(torch.randint(0, 2**_SEED_BITS - 1, (1,), generator=seed, device=seed.device).item())
     elif seed is None:
         value = int(torch.randint(0, 2**_SEED_BITS - 1, (1,)).item())
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
-    else:
-        if not -(2**63) <= seed < 2**63:
-            raise ValueError(f"seed {seed} does not fit in int64")
-        value = seed
+    else:  # an int64; a non-int raises TypeError
+        value = check_int("seed", seed, minimum=-(2**63), maximum=2**63 - 1, type_error=TypeError)
     return torch.tensor([value, 0], dtype=torch.int64, device=device)
 
 
@@ -48,9 +45,7 @@ def derive_seed(*words: int) -> int:
     """
     from numpy.random import SeedSequence
 
-    for word in words:
-        if isinstance(word, bool) or not isinstance(word, int):
-            raise TypeError(f"derive_seed takes ints, got {type(word).__name__} {word!r}")
+    words = [check_int(f"derive_seed's words[{i}]", w, type_error=TypeError) for i, w in enumerate(words)]
     high, low = SeedSequence([w % 2**64 for w in words]).generate_state(2, dtype="uint32")
     return (int(high) & 0x7FFFFFFF) << 32 | int(low)
 

@@ -7,27 +7,16 @@ tests: tests/test_ops_sgld.py (and tests/test_csrc.py for the CUDA kernel).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 import jemfast._ops  # noqa: F401  (registers torch.ops.jemfast)
+from jemfast._checks import check_bounds, check_number
 from jemfast.backends import resolve_backend
 from jemfast.ops.philox import check_rng_state
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _check_finite_number(value, name: str, *, non_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if non_negative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -48,20 +37,11 @@ class SGLDSettings:
     @classmethod
     def checked(cls, step_size, noise_std, grad_clamp=None, clamp=None) -> SGLDSettings:
         """Validate (finite numbers, ``noise_std >= 0``, ``grad_clamp > 0``, ``lo <= hi``) and convert."""
-        step_size = _check_finite_number(step_size, "step_size")
-        noise_std = _check_finite_number(noise_std, "noise_std", non_negative=True)
+        step_size = check_number("step_size", step_size, type_error=TypeError)
+        noise_std = check_number("noise_std", noise_std, minimum=0, type_error=TypeError)
         if grad_clamp is not None:
-            grad_clamp = _check_finite_number(grad_clamp, "grad_clamp")
-            if grad_clamp <= 0:
-                raise ValueError(f"grad_clamp must be > 0 or None, got {grad_clamp}")
-        clamp_lo = clamp_hi = None
-        if clamp is not None:
-            if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
-                raise ValueError(f"clamp must be a (lo, hi) pair or None, got {clamp!r}")
-            clamp_lo = _check_finite_number(clamp[0], "clamp[0]")
-            clamp_hi = _check_finite_number(clamp[1], "clamp[1]")
-            if clamp_lo > clamp_hi:
-                raise ValueError(f"clamp must have lo <= hi, got {clamp!r}")
+            grad_clamp = check_number("grad_clamp", grad_clamp, positive=True, type_error=TypeError)
+        clamp_lo, clamp_hi = check_bounds("clamp", clamp) or (None, None)
         return cls(step_size, noise_std, grad_clamp, clamp_lo, clamp_hi)
 
     def apply_(self, x: torch.Tensor, grad: torch.Tensor, rng_state: torch.Tensor, backend: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from jemfast._checks import check_choice, check_int, check_number
 from jemfast.cuda_graphs import attribute_key
 from jemfast.ops import make_rng_state, random_normal, random_uniform
 from jemfast.sampling.choices import INIT_CHOICES
@@ -61,14 +62,6 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class ReplayBuffer:
@@ -108,21 +101,19 @@ class ReplayBuffer:
     ) -> None:
         if isinstance(sample_shape, int) or not isinstance(sample_shape, (Sequence, torch.Size)):
             raise TypeError(f"sample_shape must be a sequence of ints, got {sample_shape!r}")
-        shape = tuple(sample_shape)
-        for dim in shape:
-            _check_int("every sample_shape entry", dim, 1)
-        _check_int("size", size, 1)
+        shape = tuple(
+            check_int(f"sample_shape[{i}]", d, minimum=1, type_error=TypeError) for i, d in enumerate(sample_shape)
+        )
+        size = check_int("size", size, minimum=1, type_error=TypeError)
         if n_classes is not None:
-            _check_int("n_classes", n_classes, 1)
+            n_classes = check_int("n_classes", n_classes, minimum=1, type_error=TypeError)
             if size % n_classes != 0:
                 raise ValueError(
                     f"size={size} must be divisible by n_classes={n_classes} to split the buffer into "
                     f"equal class partitions (e.g. size={size - size % n_classes or n_classes})"
                 )
-        if init not in INIT_CHOICES:
-            raise ValueError(f"init={init!r} is not supported; expected one of {INIT_CHOICES}")
-        if isinstance(reinit_freq, bool) or not isinstance(reinit_freq, (int, float)) or not 0.0 <= reinit_freq <= 1.0:
-            raise ValueError(f"reinit_freq={reinit_freq!r} must be a number in [0, 1]")
+        init = check_choice("init", init, INIT_CHOICES)
+        reinit_freq = check_number("reinit_freq", reinit_freq, minimum=0, maximum=1)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
 
@@ -169,9 +160,7 @@ class ReplayBuffer:
     # ------------------------------------------------------------ randomness
     def reseed(self, seed: int) -> None:
         """Restart the buffer's random stream at ``seed`` (in place, so captured graphs follow)."""
-        if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-        self.rng_state.copy_(make_rng_state(seed, self.device))
+        self.rng_state.copy_(make_rng_state(check_int("seed", seed, type_error=TypeError), self.device))
 
     def _fresh(self, n_rows: int, classes: torch.Tensor | None) -> torch.Tensor:
         """(n_rows, *sample_shape) fresh samples in the buffer's dtype.
@@ -241,7 +230,7 @@ class ReplayBuffer:
         on CUDA an out-of-range label makes the gather fail with a device-side
         index error, since a host-side check would need a sync.
         """
-        _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, minimum=1, type_error=TypeError)
         if self.init == "class_gaussian" and self.init_mean is None:
             raise RuntimeError("init='class_gaussian' needs the class Gaussians: call fit_init(batches) first")
         if y is None:
@@ -316,7 +305,7 @@ class ReplayBuffer:
         """
         known = self.n_classes
         if n_classes is not None:
-            _check_int("n_classes", n_classes, 1)
+            n_classes = check_int("n_classes", n_classes, minimum=1, type_error=TypeError)
             if known is not None and n_classes != known:
                 raise ValueError(f"n_classes={n_classes} contradicts the buffer's n_classes={known}")
             known = n_classes
@@ -490,9 +479,7 @@ class ReplayBuffer:
             theirs = list(state[key]) if key == "sample_shape" and state[key] is not None else state[key]
             if theirs != mine:
                 raise ValueError(f"buffer state has {key}={state[key]!r}, but this buffer has {key}={mine!r}")
-        reinit_freq = state["reinit_freq"]
-        if isinstance(reinit_freq, bool) or not isinstance(reinit_freq, (int, float)) or not 0.0 <= reinit_freq <= 1.0:
-            raise ValueError(f"buffer state has reinit_freq={reinit_freq!r}, expected a number in [0, 1]")
+        reinit_freq = check_number("buffer state's reinit_freq", state["reinit_freq"], minimum=0, maximum=1)
         storage, rng_state = state["storage"], state["rng_state"]
         self._check_state_tensor("storage", storage, tuple(self.storage.shape), floating=True)
         self._check_state_tensor("rng_state", rng_state, tuple(self.rng_state.shape), floating=False)

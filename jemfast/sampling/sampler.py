@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from jemfast._checks import check_bounds, check_choice, check_int, check_number
 from jemfast.backends import resolve_backend
 from jemfast.cuda_graphs import GraphCache, attribute_key
 from jemfast.ops import check_rng_state, derive_seed, energy, make_rng_state
@@ -48,15 +49,7 @@ from jemfast.profiling import nvtx_range
 from jemfast.sampling.buffer import ReplayBuffer
 from jemfast.sampling.choices import MODEL_MODES
 from jemfast.sampling.norm_stats import frozen_norm_statistics
-from jemfast.sampling.steps import (
-    ChainStep,
-    LangevinStep,
-    PYLDStep,
-    check_clamp,
-    check_finite,
-    check_grad_clamp,
-    check_int,
-)
+from jemfast.sampling.steps import ChainStep, LangevinStep, PYLDStep
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +91,12 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: store the normalised values
         set_field(self, "n_steps", check_int("n_steps", self.n_steps, minimum=0))
-        set_field(self, "step_size", check_finite("step_size", self.step_size))
-        set_field(self, "noise_std", check_finite("noise_std", self.noise_std, minimum=0.0))
-        set_field(self, "grad_clamp", check_grad_clamp("grad_clamp", self.grad_clamp))
-        set_field(self, "clamp", check_clamp("clamp", self.clamp))
-        if self.model_mode not in MODEL_MODES:
-            raise ValueError(f"model_mode must be one of {MODEL_MODES}, got {self.model_mode!r}")
+        set_field(self, "step_size", check_number("step_size", self.step_size))
+        set_field(self, "noise_std", check_number("noise_std", self.noise_std, minimum=0))
+        if self.grad_clamp is not None:
+            set_field(self, "grad_clamp", check_number("grad_clamp", self.grad_clamp, positive=True))
+        set_field(self, "clamp", check_bounds("clamp", self.clamp))
+        set_field(self, "model_mode", check_choice("model_mode", self.model_mode, MODEL_MODES))
         if not isinstance(self.step, ChainStep):
             raise ValueError(f"step must be a chain step such as LangevinStep() or PYLDStep(), got {self.step!r:.80}")
 
@@ -192,8 +185,7 @@ def _step_from_deprecated_keywords(step: ChainStep | None, base: ChainStep, keyw
     if step is not None:
         raise ValueError(f"pass step= or the deprecated {', '.join(sorted(keywords))}, not both")
     method = keywords.get("method", PYLDStep.name if isinstance(base, PYLDStep) else LangevinStep.name)
-    if method not in CHAIN_METHODS:
-        raise ValueError(f"method must be one of {CHAIN_METHODS}, got {method!r}")
+    method = check_choice("method", method, CHAIN_METHODS)
     if "method" in keywords:
         replacement = "step=PYLDStep(...)" if method == "pyld" else "step=LangevinStep() (the default)"
         # stacklevel 3: the caller of SGLDSampler() or SGLDSampler.preset().
@@ -239,11 +231,6 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
     finally:
         for m, was_training in flags:
             m.training = was_training
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 class _Setting:
@@ -351,11 +338,9 @@ class SGLDSampler:
             raise TypeError(f"buffer must be a jemfast ReplayBuffer, got {type(buffer).__name__}")
         step = _step_from_deprecated_keywords(step, LangevinStep(), deprecated)
         settings = SamplerSettings(n_steps, step_size, noise_std, grad_clamp, clamp, model_mode, step)
-        _check_choice("cuda_graph", cuda_graph, (True, False, "auto"))
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if amp_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+        cuda_graph = check_choice("cuda_graph", cuda_graph, (True, False, "auto"))
+        temperature = check_number("temperature", temperature, positive=True)
+        check_choice("amp_dtype", amp_dtype, (None, torch.bfloat16, torch.float16))
         if cuda_graph is True and buffer.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA buffer; this buffer is on {buffer.device}")
 

@@ -16,20 +16,19 @@ keyed for CUDA-graph capture like any other setting), with the interface of
 ``sampler.settings`` and calls the sampler's :meth:`~SGLDSampler.input_gradient`,
 :meth:`~SGLDSampler.log_p` and :meth:`~SGLDSampler.autocast`.
 
-The validators at the bottom are shared with :class:`~jemfast.sampling.SamplerSettings`:
-their errors name the field and the bad value.
+Settings are checked with :mod:`jemfast._checks`, as :class:`~jemfast.sampling.SamplerSettings`
+checks its own: errors name the field and the bad value.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from jemfast._checks import check_bounds, check_int, check_number
 from jemfast.cuda_graphs import attribute_key
 from jemfast.ops.sgld import SGLDSettings
 
@@ -137,9 +136,10 @@ class PYLDStep:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner_steps", check_int("inner_steps", self.inner_steps, minimum=0))
-        object.__setattr__(self, "lr", check_finite("lr", self.lr))
-        object.__setattr__(self, "grad_clamp", check_grad_clamp("grad_clamp", self.grad_clamp))
-        object.__setattr__(self, "clamp", check_clamp("clamp", self.clamp))
+        object.__setattr__(self, "lr", check_number("lr", self.lr))
+        if self.grad_clamp is not None:
+            object.__setattr__(self, "grad_clamp", check_number("grad_clamp", self.grad_clamp, positive=True))
+        object.__setattr__(self, "clamp", check_bounds("clamp", self.clamp))
         if self.layer is not None and not isinstance(self.layer, nn.Module):
             raise ValueError(f"layer must be a torch.nn.Module or None, got {self.layer!r:.80}")
 
@@ -221,44 +221,3 @@ class PYLDStep:
     def capture_key(self) -> tuple:
         # attribute_key keys the layer by its module_key (parameters' storage, modes).
         return type(self).__name__, attribute_key(self)
-
-
-# ---------------------------------------------------------------------- validators
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` if it is an int (not a bool) >= ``minimum``; else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_finite(name: str, value: Any, *, minimum: float | None = None) -> float:
-    """``value`` as a float if it is a finite real number (>= ``minimum`` if given); else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r:.80}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def check_grad_clamp(name: str, value: Any) -> float | None:
-    """None, or ``value`` as a float if it is finite and > 0."""
-    if value is None:
-        return None
-    value = check_finite(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0 or None, got {value!r}")
-    return value
-
-
-def check_clamp(name: str, value: Any) -> tuple[float, float] | None:
-    """None, or ``value`` as a (lo, hi) tuple of finite floats with lo <= hi."""
-    if value is None:
-        return None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be a (lo, hi) pair or None, got {value!r:.80}")
-    lo, hi = check_finite(f"{name}[0]", value[0]), check_finite(f"{name}[1]", value[1])
-    if lo > hi:
-        raise ValueError(f"{name} must have lo <= hi, got {value!r}")
-    return lo, hi
