@@ -281,3 +281,43 @@ def test_a_checkpoint_missing_an_entry_is_refused_by_name(tmp_path):
     del state["optimizer"]
     with pytest.raises(CheckpointError, match="lacks optimizer"):
         make_trainer(p_x_weight=0.0).load_state_dict(state)
+
+
+def test_trainer_states_are_recognised_by_format_and_keys():
+    from jemfast.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, check_trainer_state
+
+    trainer = make_trainer(p_x_weight=0.0)
+    state = trainer.state_dict()
+    assert state["format"] == CHECKPOINT_FORMAT and set(CHECKPOINT_KEYS) <= set(state)
+    check_trainer_state(state)
+    with pytest.raises(CheckpointError, match=r"not a jemfast.trainer/1 checkpoint \(format = 'list'\)"):
+        check_trainer_state([])
+    with pytest.raises(CheckpointError, match=r"format = 'jemfast.trainer/0'"):
+        check_trainer_state({**state, "format": "jemfast.trainer/0"})
+    with pytest.raises(CheckpointError, match="lacks fit, ranks; a jemfast.trainer/1 checkpoint has model, "):
+        check_trainer_state({k: v for k, v in state.items() if k not in ("fit", "ranks")})
+
+
+def test_model_weights_come_from_a_trainer_state_or_a_plain_state_dict():
+    from jemfast.train.checkpoint import model_weights
+
+    source, own = mlp(1), mlp(2)
+    state = make_trainer(p_x_weight=0.0).state_dict()
+    assert model_weights(state, own.state_dict()) is state["model"]
+    plain = source.state_dict()
+    assert model_weights(plain, own.state_dict()) is plain
+    with pytest.raises(ValueError, match=r"missing \['4.bias'\], unexpected \[\]"):
+        model_weights({k: v for k, v in plain.items() if k != "4.bias"}, own.state_dict())
+    with pytest.raises(ValueError, match=r"0.weight has shape \(32, 3\) in the source and \(32, 2\) here"):
+        model_weights({**plain, "0.weight": torch.zeros(32, 3)}, own.state_dict())
+
+
+def test_to_cpu_keeps_the_containers():
+    from jemfast.train.checkpoint import to_cpu
+
+    leaf = torch.ones(2, requires_grad=True)
+    tree = {"a": [leaf, (leaf * 2, 3)], "b": None}
+    out = to_cpu(tree)
+    assert isinstance(out["a"], list) and isinstance(out["a"][1], tuple) and out["b"] is None
+    assert not out["a"][0].requires_grad and out["a"][1][1] == 3
+    assert torch.equal(out["a"][1][0], torch.full((2,), 2.0))

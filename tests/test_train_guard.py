@@ -196,3 +196,18 @@ def test_blown_up_validation_rolls_back_instead_of_crashing(tmp_path):
     history = trainer.fit(loader(x, y, batch_size=8), epochs=3, val_loader=loader(x, y, shuffle=False))
     assert trainer.rollbacks == 1
     assert all(r["val_nll"] < 1e3 for r in history)
+
+
+def test_weights_not_finite_is_a_device_flag():
+    from torch import nn
+
+    from jemfast.train.guard import weights_not_finite
+
+    model = mlp()
+    cpu = torch.device("cpu")
+    flag = weights_not_finite(model, cpu)
+    assert flag.dtype == torch.bool and flag.shape == () and not bool(flag)
+    with torch.no_grad():
+        model[2].bias[1] = float("nan")
+    assert bool(weights_not_finite(model, cpu))
+    assert not bool(weights_not_finite(nn.ReLU(), cpu))  # no parameters

@@ -61,3 +61,21 @@ def test_bad_settings_are_rejected(kwargs, match):
 def test_factor_without_warmup():
     factor = WarmupStepDecay(0, (1, 2), 0.5, steps_per_epoch=10)
     assert [factor(s) for s in (0, 9, 10, 19, 20)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+
+
+def test_scaling_learning_rates_moves_the_rest_of_the_schedule():
+    from jemfast.train.schedule import scale_learning_rates
+
+    model = nn.Linear(2, 2)
+    optimizer, scheduler = paper_optimizer(model, steps_per_epoch=2, lr=0.1, warmup_steps=2, milestones=(2,))
+    reference, reference_scheduler = paper_optimizer(
+        nn.Linear(2, 2), steps_per_epoch=2, lr=0.05, warmup_steps=2, milestones=(2,)
+    )
+    lrs(optimizer, scheduler, 1)
+    lrs(reference, reference_scheduler, 1)
+    scale_learning_rates(optimizer, scheduler, 0.5)
+    assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.05)
+    assert lrs(optimizer, scheduler, 6) == pytest.approx(lrs(reference, reference_scheduler, 6))
+    plain = torch.optim.SGD(model.parameters(), lr=0.2)
+    scale_learning_rates(plain, None, 0.25)
+    assert plain.param_groups[0]["lr"] == pytest.approx(0.05) and "initial_lr" not in plain.param_groups[0]

@@ -89,6 +89,21 @@ def test_step_returns_lazy_float_metrics():
     assert abs(metrics["e_data"] - expected_e) < 0.5
 
 
+def test_step_records_are_read_in_one_transfer():
+    from jemfast.train.step_metrics import step_records
+
+    x, y = blobs(16, seed=3)
+    model = mlp()
+    trainer = JEMTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), objective=JEMLoss(p_x_weight=0.0), sync_every=4
+    )
+    metrics = [trainer.step(x[:8], y[:8]), trainer.step(x[8:], y[8:])]
+    records = step_records(metrics)
+    assert [(r["kind"], r["step"], r["epoch"]) for r in records] == [("step", 1, 0), ("step", 2, 0)]
+    assert all(type(r["step"]) is int and type(r["epoch"]) is int for r in records)
+    assert records[1]["ce"] == metrics[1]["ce"] and step_records([]) == []
+
+
 @pytest.mark.parametrize(
     "make_batch, error, match",
     [

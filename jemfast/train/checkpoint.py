@@ -16,6 +16,11 @@ The temporary file is named ``.<name>.<host>-<pid>.<random>.tmp``. One left behi
 killed writer is deleted by the next save into the same directory once its writer is
 gone or it was not modified for an hour (see :mod:`jemfast._leftovers`): a live writer
 streams into its file and renames it right after, so it is never idle that long.
+
+The trainer's checkpoints are states in :data:`CHECKPOINT_FORMAT`
+(:meth:`JEMTrainer.state_dict <jemfast.train.JEMTrainer.state_dict>`):
+:func:`check_trainer_state` refuses anything else and :func:`model_weights` takes the weights
+out of one for another model; :func:`clone_state` and :func:`to_cpu` copy nested states.
 """
 
 from __future__ import annotations
@@ -44,8 +49,13 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "clone_state",
+    "to_cpu",
     "state_checksum",
     "remove_stale_temporaries",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_KEYS",
+    "check_trainer_state",
+    "model_weights",
 ]
 
 CHECKSUM_KEY = "__checksum__"
@@ -247,3 +257,79 @@ def clone_state(tree: Any) -> Any:
     if isinstance(tree, tuple):
         return tuple(clone_state(v) for v in tree)
     return tree
+
+
+def to_cpu(tree: Any) -> Any:
+    """A nested state with every tensor detached and moved to the CPU, for a checkpoint entry.
+
+    Containers are rebuilt (their types kept); a tensor already on the CPU and other values
+    are shared, not copied.
+    """
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
+# ---------------------------------------------------------------------- the trainer's checkpoints
+# The format of JEMTrainer.state_dict() (its "format" entry) and the keys every such state has.
+CHECKPOINT_FORMAT = "jemfast.trainer/1"
+CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step",
+    "epoch",
+    "rollbacks",
+    "lr_scale",
+    "best_val_nll",
+    "n_classes",
+    "sample_shape",
+    "fit",
+    "ranks",
+)
+
+
+def check_trainer_state(state: Any) -> None:
+    """Raise CheckpointError unless ``state`` is a trainer state (a
+    :meth:`JEMTrainer.state_dict() <jemfast.train.JEMTrainer.state_dict>`) of
+    :data:`CHECKPOINT_FORMAT` with every key of :data:`CHECKPOINT_KEYS`."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
+            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint lacks {', '.join(missing)}; a {CHECKPOINT_FORMAT} checkpoint has {', '.join(CHECKPOINT_KEYS)}"
+        )
+
+
+def model_weights(source: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The model weights in ``source``, checked to fit the model whose ``state_dict()`` is ``own``.
+
+    Args:
+        source: a trainer state (its ``"model"`` entry is taken) or a plain model ``state_dict``.
+        own: the receiving model's ``state_dict()``.
+
+    Raises:
+        ValueError: the names differ (the first few missing and unexpected are named), or a
+            tensor's shape differs (the first such is named).
+    """
+    weights = source["model"] if source.get("format") == CHECKPOINT_FORMAT else source
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ValueError(
+                f"the weights do not fit this model: {name} has shape {tuple(tensor.shape)} "
+                f"in the source and {tuple(own[name].shape)} here"
+            )
+    return weights

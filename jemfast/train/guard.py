@@ -27,8 +27,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["DivergenceGuard", "DivergenceError"]
+__all__ = ["DivergenceGuard", "DivergenceError", "weights_not_finite"]
 
 
 class DivergenceError(RuntimeError):
@@ -90,3 +91,14 @@ class DivergenceGuard:
 
     def reset(self) -> None:
         self._flag = None
+
+
+def weights_not_finite(module: nn.Module, device: torch.device) -> torch.Tensor:
+    """Device flag (a bool scalar on ``device``): some parameter of ``module`` holds NaN or Inf.
+
+    One reduction per parameter and no host sync; False for a module without parameters.
+    """
+    params = [p.detach() for p in module.parameters()]
+    if not params:
+        return torch.zeros((), dtype=torch.bool, device=device)
+    return ~torch.stack([torch.isfinite(p).all() for p in params]).all().to(device)

@@ -1,4 +1,6 @@
-"""The paper's optimisation recipe: SGD with a linear warm-up and step decay by epoch.
+"""Learning rates: the paper's optimisation recipe, SGD with a linear warm-up and step decay by
+epoch, and :func:`scale_learning_rates`, which rescales a run's rates and the schedule ahead
+(the divergence guard's rollbacks, a resumed run's new peak rate).
 
 The schedule is step-wise (``scheduler.step()`` after every optimizer step), so the
 warm-up is smooth and the epoch milestones are expressed in steps. Its factor is a
@@ -9,11 +11,12 @@ fields and the schedule round-trips through a checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["WarmupStepDecay", "paper_optimizer"]
+__all__ = ["WarmupStepDecay", "paper_optimizer", "scale_learning_rates"]
 
 
 class WarmupStepDecay:
@@ -76,3 +79,15 @@ def paper_optimizer(
     factor = WarmupStepDecay(warmup_steps, milestones, gamma, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer, scheduler: Any, ratio: float) -> None:
+    """Multiply every learning rate by ``ratio``, in place: each parameter group's ``lr`` (and
+    ``initial_lr``, a scheduler's record of the starting rate) and the scheduler's ``base_lrs``,
+    so the rest of the schedule follows. ``scheduler`` may be None."""
+    for group in optimizer.param_groups:
+        group["lr"] *= ratio
+        if "initial_lr" in group:
+            group["initial_lr"] *= ratio
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]

@@ -4,17 +4,18 @@ Reading a CUDA tensor's value blocks the host until the GPU has caught up, which
 stalls the pipeline when done every step. A step's metrics therefore stay a small
 device tensor (plus CUDA events for timing); :class:`StepMetrics` turns them into
 Python floats only when a value is read, and the trainer reads them in bulk at
-its sync interval.
+its sync interval (:func:`step_records`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["StepClock", "StepMetrics", "DEVICE_METRICS"]
+__all__ = ["StepClock", "StepMetrics", "DEVICE_METRICS", "step_records"]
 
 # Order of the values in a step's device tensor.
 DEVICE_METRICS = ("ce", "acc", "e_data", "e_samples", "e_gap", "loss")
@@ -95,3 +96,17 @@ class StepMetrics(Mapping):
 
     def __repr__(self) -> str:
         return f"StepMetrics({self.materialise()!r})"
+
+
+def step_records(metrics: Sequence[StepMetrics]) -> list[dict[str, Any]]:
+    """The ``"step"`` records of metrics.jsonl for ``metrics``, read from the device in one
+    transfer: ``{"kind": "step", "step": int, "epoch": int, <the other keys>: float}`` each."""
+    if not metrics:
+        return []
+    rows = torch.stack([m.device_values() for m in metrics]).tolist()
+    records = []
+    for m, row in zip(metrics, rows, strict=True):
+        record = {"kind": "step", **m.materialise(row)}
+        record["step"], record["epoch"] = int(record["step"]), int(record["epoch"])
+        records.append(record)
+    return records

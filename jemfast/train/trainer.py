@@ -27,6 +27,13 @@ the sampler's chain) runs under :func:`jemfast.sampling.frozen_norm_statistics`.
 Host syncs happen only every ``sync_every`` steps: then step records are written,
 the divergence guard checks its flag and the progress display updates.
 
+This module is the loop. The steps around it have modules of their own in jemfast.train
+(the package docstring lists them all): ``arguments`` (the constructor's arguments and its
+deprecated keywords), ``batch_checks`` (a batch before its step), ``precision`` (autocast and
+the optimizer update), ``evaluation`` (accuracy, NLL, ECE; validation at an epoch end),
+``data_position`` (where a fit stands in its data) and ``checkpoint`` (files, RNG states and
+the format of :meth:`JEMTrainer.state_dict`).
+
 Run directory layout (``run_dir``)::
 
     metrics.jsonl          config / step / epoch / rollback records (see jemfast.train.run_log)
@@ -37,12 +44,9 @@ Run directory layout (``run_dir``)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import numbers
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,24 +54,42 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from jemfast._checks import check_int, check_number
 from jemfast.ops.philox import derive_seed
 from jemfast.profiling import nvtx_range
-from jemfast.sampling.norm_stats import frozen_norm_statistics, norm_layers
+from jemfast.sampling.norm_stats import frozen_norm_statistics
 from jemfast.train import distributed as dist_utils
+from jemfast.train.arguments import (
+    check_options,
+    device_argument,
+    guard_argument,
+    joint_forward_argument,
+    objective_argument,
+    sampler_argument,
+)
+from jemfast.train.batch_checks import check_batch, check_batch_values, infer_n_classes
 from jemfast.train.checkpoint import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
     capture_rng_state,
+    check_trainer_state,
     clone_state,
     load_checkpoint,
+    model_weights,
     restore_rng_state,
     save_checkpoint,
+    to_cpu,
 )
+from jemfast.train.data_position import epoch_batches, epoch_start
 from jemfast.train.default_sampler import DefaultSampler
-from jemfast.train.guard import DivergenceError, DivergenceGuard
+from jemfast.train.evaluation import NonFiniteLogits, evaluate_model, guarded_validation
+from jemfast.train.guard import DivergenceError, DivergenceGuard, weights_not_finite
 from jemfast.train.interrupt import StepInterrupts
 from jemfast.train.objective import JEMLoss
+from jemfast.train.precision import autocast, grad_scaler, optimizer_update
 from jemfast.train.run_log import RunLog
-from jemfast.train.step_metrics import StepClock, StepMetrics
+from jemfast.train.schedule import scale_learning_rates
+from jemfast.train.step_metrics import StepClock, StepMetrics, step_records
 
 if TYPE_CHECKING:
     from jemfast.sampling.sampler import SGLDSampler
@@ -76,30 +98,9 @@ __all__ = ["JEMTrainer", "NonFiniteLogits"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "jemfast.trainer/1"
-_STATE_KEYS = (
-    "model",
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "step",
-    "epoch",
-    "rollbacks",
-    "lr_scale",
-    "best_val_nll",
-    "n_classes",
-    "sample_shape",
-    "fit",
-    "ranks",
-)
-_AMP_DTYPES = (None, torch.float16, torch.bfloat16)
 # Random streams a trainer seeds, each keyed by derive_seed(seed, rank, stream, ...) so that
 # no two (rank, stream) pairs share a key (seed + rank + k would: rank r's k+1 is rank r+1's k).
 _BUFFER_STREAM, _NOISE_STREAM, _ROLLBACK_STREAM, _RESUME_STREAM, _RANK_STREAM = range(5)
-
-
-class NonFiniteLogits(ValueError):
-    """The model produced NaN or Inf logits where finite ones were needed (evaluation)."""
 
 
 class JEMTrainer:
@@ -182,11 +183,11 @@ class JEMTrainer:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.objective = _objective_argument(objective, deprecated)
-        self.sampler, self.default_sampler = _sampler_argument(sampler, deprecated)
+        self.objective = objective_argument(objective, deprecated)
+        self.sampler, self.default_sampler = sampler_argument(sampler, deprecated)
         if deprecated:
             raise TypeError(f"JEMTrainer got an unexpected keyword argument {next(iter(deprecated))!r}")
-        _check_options(
+        check_options(
             scheduler=scheduler,
             amp_dtype=amp_dtype,
             grad_clip=grad_clip,
@@ -205,12 +206,12 @@ class JEMTrainer:
         self.amp_dtype = amp_dtype
         self.grad_clip = grad_clip
         self.n_classes = n_classes
-        self.device = self._resolve_device(device)
+        self.device = device_argument(device, self.module)
         self.sync_every = sync_every or (25 if self.device.type == "cuda" else 1)
-        self.guard = _guard_argument(guard)
+        self.guard = guard_argument(guard)
         self.seed = int(seed)
         self.check_values = check_values
-        self.joint_forward = self._resolve_joint_forward(joint_forward)
+        self.joint_forward = joint_forward_argument(joint_forward, self.module)
         self.data_noise = float(data_noise)
         self._setup_distributed()
         self.log = RunLog(run_dir, enabled=self.rank == 0, progress=progress)
@@ -220,26 +221,6 @@ class JEMTrainer:
             self._build_default_sampler(self._sample_shape, self.device)
 
     # ------------------------------------------------------------------ set-up steps
-    def _resolve_device(self, device: str | torch.device | None) -> torch.device:
-        if device is None:
-            first = next(iter(self.module.parameters()), None)
-            device = first.device if first is not None else torch.device("cpu")
-        return torch.device(device)
-
-    def _resolve_joint_forward(self, joint_forward: bool | None) -> bool:
-        if joint_forward not in (None, True, False):
-            raise ValueError(f"joint_forward must be True, False or None, got {joint_forward!r}")
-        has_running_stats = bool(norm_layers(self.module))
-        if joint_forward is None:
-            return not has_running_stats
-        if joint_forward and has_running_stats:
-            raise ValueError(
-                "joint_forward=True needs a model without batch-norm running statistics: one joint "
-                "forward would fold the samples into the statistics used at evaluation; leave "
-                "joint_forward=None (separate forwards for data and samples)"
-            )
-        return joint_forward
-
     def _setup_distributed(self) -> None:
         self.rank = dist_utils.get_rank()
         self.world_size = dist_utils.get_world_size()
@@ -270,10 +251,9 @@ class JEMTrainer:
         self._snapshot_is_current = False
         self._pending: list[StepMetrics] = []
         self._epoch_sums: torch.Tensor | None = None
-        self._fit_state: dict[str, Any] = {"batch_in_epoch": 0, "epoch_rng": None, "epoch_gen": None}
+        self._fit_state: dict[str, Any] = epoch_start()  # see jemfast.train.data_position
         self._clock = StepClock(self.device)
-        use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
-        self._scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self._scaler = grad_scaler(self.device, self.amp_dtype)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -343,30 +323,7 @@ class JEMTrainer:
             },
         }
 
-    # ------------------------------------------------------------------ validation
-    def _infer_n_classes(self, x: torch.Tensor) -> int:
-        was_training = self.module.training
-        self.module.eval()
-        try:
-            with torch.no_grad():
-                out = self.module(x[:2].to(self.device))
-        finally:
-            self.module.train(was_training)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != min(2, x.shape[0]):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"model must map a batch of shape (N, ...) to logits of shape (N, C); "
-                f"for a batch of {min(2, x.shape[0])} it returned {shape}"
-            )
-        if out.shape[1] < 2:
-            raise ValueError(f"model returned {out.shape[1]} logit(s) per example; expected C >= 2 classes")
-        if not out.is_floating_point():
-            raise TypeError(
-                f"the model returned {out.dtype} logits; a JEM needs floating-point logits "
-                "(the energy and its input gradient are taken from them)"
-            )
-        return int(out.shape[1])
-
+    # ------------------------------------------------------------------ batch checks
     def validate_batch(self, x: Any, y: Any, check_values: bool | None = None) -> None:
         """Raise TypeError/ValueError for a malformed batch; changes no state but ``n_classes``.
 
@@ -374,42 +331,19 @@ class JEMTrainer:
             x: (N, *sample_shape) floating tensor.
             y: (N,) integer class labels in [0, n_classes).
             check_values: look at the values (NaN/Inf, label range); None follows ``check_values``.
+
+        See :mod:`jemfast.train.batch_checks`.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if not isinstance(y, torch.Tensor):
-            raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must have a floating dtype, got {x.dtype}")
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"y must have an integer dtype (class indices), got {y.dtype}")
-        if x.dim() < 2:
-            raise ValueError(f"x must have shape (N, *sample_shape) with at least 2 dims, got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (N = 0)")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {tuple(y.shape)}")
-        expected_shape = self._sample_shape
-        if expected_shape is None and self.uses_sampling and self.sampler is not None:
-            expected_shape = tuple(getattr(getattr(self.sampler, "buffer", None), "sample_shape", ()) or ()) or None
-        if expected_shape is not None and tuple(x.shape[1:]) != expected_shape:
-            raise ValueError(
-                f"x has sample shape {tuple(x.shape[1:])}, but this trainer (and its replay buffer) "
-                f"was set up for {expected_shape}"
-            )
+        sample_shape = self._sample_shape
+        if sample_shape is None and self.uses_sampling and self.sampler is not None:
+            sample_shape = tuple(getattr(getattr(self.sampler, "buffer", None), "sample_shape", ()) or ()) or None
+        check_batch(x, y, sample_shape)
         if check_values is None:
             check_values = self.check_values is True or (self.check_values == "auto" and x.device.type == "cpu")
         if self.n_classes is None:
-            if check_values and not bool(torch.isfinite(x[:2]).all()):
-                raise ValueError("x contains NaN or Inf values")
-            self.n_classes = self._infer_n_classes(x)
+            self.n_classes = infer_n_classes(self.module, x, self.device, check_finite=bool(check_values))
         if check_values:
-            if not bool(torch.isfinite(x).all()):
-                bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
-                raise ValueError(f"x contains NaN or Inf values (first in example {bad})")
-            lo, hi = int(y.min()), int(y.max())
-            if lo < 0 or hi >= self.n_classes:
-                raise ValueError(f"labels must lie in [0, {self.n_classes}), got values in [{lo}, {hi}]")
+            check_batch_values(x, y, self.n_classes)
 
     # ------------------------------------------------------------------ sampler
     def _build_default_sampler(self, shape: tuple[int, ...], device: torch.device) -> None:
@@ -432,11 +366,6 @@ class JEMTrainer:
             self._load_sampler_state(state, reseed)
 
     # ------------------------------------------------------------------ one iteration
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -476,7 +405,7 @@ class JEMTrainer:
             t_sampled = self._clock.mark()
 
         self.model.train()
-        with self._autocast():
+        with autocast(self.device, self.amp_dtype):
             if x_neg is None:
                 logits_all = self.model(x)
             elif self.joint_forward:
@@ -498,19 +427,7 @@ class JEMTrainer:
         loss, ce, e_data, e_samples = terms.loss, terms.ce, terms.e_data, terms.e_samples
         gap = terms.e_gap if self.uses_sampling else None
 
-        self.optimizer.zero_grad(set_to_none=True)
-        if self._scaler is not None:
-            self._scaler.scale(loss).backward()
-            if self.grad_clip is not None:
-                self._scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self._scaler.step(self.optimizer)
-            self._scaler.update()
-        else:
-            loss.backward()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+        optimizer_update(loss, self.model, self.optimizer, scaler=self._scaler, grad_clip=self.grad_clip)
         lr = self._current_lr()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
@@ -539,32 +456,21 @@ class JEMTrainer:
         """
         pending, self._pending = self._pending, []
         if pending:
-            rows = torch.stack([m.device_values() for m in pending]).tolist()
-            for m, row in zip(pending, rows, strict=True):
-                record = {"kind": "step", **m.materialise(row)}
-                record["step"], record["epoch"] = int(record["step"]), int(record["epoch"])
+            for record in step_records(pending):
                 self.log.write(record)
-            last = dict(pending[-1].materialise())
-            self.log.progress(len(pending), last)
+            self.log.progress(len(pending), dict(pending[-1].materialise()))
         if not self.guard.enabled:
             return
         flag = self.guard.pending_flag()
         self.guard.reset()
         bad = torch.zeros((), dtype=torch.bool, device=self.device) if flag is None else flag
-        bad = (bad | self._weights_not_finite()).to(torch.uint8)
+        bad = (bad | weights_not_finite(self.module, self.device)).to(torch.uint8)
         if self.world_size > 1:
             bad = dist_utils.all_reduce_max_(bad.clone())
         if bool(bad):
             self._rollback("non-finite or exploding loss / energy gap, or non-finite weights")
         elif self.step_count - self._snapshot_step >= self.guard.snapshot_every:
             self._take_snapshot()
-
-    def _weights_not_finite(self) -> torch.Tensor:
-        """Device flag: some parameter holds NaN or Inf (one reduction per parameter, no host sync)."""
-        params = [p.detach() for p in self.module.parameters()]
-        if not params:
-            return torch.zeros((), dtype=torch.bool, device=self.device)
-        return ~torch.stack([torch.isfinite(p).all() for p in params]).all().to(self.device)
 
     # One state path: the optimisation state below is what a rollback restores and the core of
     # every checkpoint (state_dict adds counters, the fit position and per-rank sampler/RNG states).
@@ -608,9 +514,9 @@ class JEMTrainer:
     def scale_learning_rates(self, ratio: float) -> None:
         """Multiply every learning rate by ``ratio``: the optimizer's, and the scheduler's base
         rates, so the rest of the schedule follows (e.g. a resumed run with a new peak rate)."""
-        if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"ratio must be a finite positive number, got {ratio!r}")
-        self._scale_learning_rates(float(ratio))
+        ratio = check_number("ratio", ratio, positive=True)
+        self._snapshot_is_current = False
+        scale_learning_rates(self.optimizer, self.scheduler, ratio)
         self._retake_snapshot()
 
     def set_optimizer_options(self, **options: float) -> None:
@@ -629,15 +535,6 @@ class JEMTrainer:
         if self._snapshot is not None:
             self._take_snapshot()
 
-    def _scale_learning_rates(self, ratio: float) -> None:
-        self._snapshot_is_current = False
-        for group in self.optimizer.param_groups:
-            group["lr"] *= ratio
-            if "initial_lr" in group:
-                group["initial_lr"] *= ratio
-        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
-            self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
-
     def _rollback(self, reason: str) -> None:
         failed_step = self.step_count
         if self.rollbacks >= self.guard.max_rollbacks:
@@ -651,7 +548,7 @@ class JEMTrainer:
         snapshot = clone_state(self._snapshot)
         self._load_optimisation_state(snapshot)
         self._load_sampler_state(snapshot["sampler"])
-        self._scale_learning_rates(new_scale / self.lr_scale)
+        scale_learning_rates(self.optimizer, self.scheduler, new_scale / self.lr_scale)
         self.lr_scale = new_scale
         self._pending.clear()
         self._epoch_sums = None  # the rolled-back steps no longer count towards the epoch's means
@@ -681,9 +578,9 @@ class JEMTrainer:
     # ------------------------------------------------------------------ checkpoints
     def _rank_state(self) -> dict[str, Any]:
         sampler_state = self.sampler.state_dict() if self._active_sampler() else self._pending_sampler_state
-        state = {"sampler": _to_cpu(sampler_state), "rng": capture_rng_state()}
+        state = {"sampler": to_cpu(sampler_state), "rng": capture_rng_state()}
         if self._snapshot is not None and not self._snapshot_is_current:
-            state["snapshot_sampler"] = _to_cpu(self._snapshot["sampler"])
+            state["snapshot_sampler"] = to_cpu(self._snapshot["sampler"])
         return state
 
     def _guard_snapshot_entry(self) -> Any:
@@ -695,7 +592,7 @@ class JEMTrainer:
         if self._snapshot_is_current:
             return "current"
         state = {k: v for k, v in self._snapshot.items() if k != "sampler"}
-        return {"step": self._snapshot_step, "state": _to_cpu(state)}
+        return {"step": self._snapshot_step, "state": to_cpu(state)}
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to resume: model, optimizer, scheduler, scaler, each rank's sampler
@@ -731,16 +628,7 @@ class JEMTrainer:
         """Restore a :meth:`state_dict`. This rank takes entry ``rank`` of the saved per-rank
         states; with more ranks than were saved, a rank takes entry ``rank % saved`` and its
         sampler is reseeded so its chains differ."""
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"not a {CHECKPOINT_FORMAT} checkpoint (format = "
-                f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})"
-            )
-        missing = [key for key in _STATE_KEYS if key not in state]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint lacks {', '.join(missing)}; a {CHECKPOINT_FORMAT} checkpoint has {', '.join(_STATE_KEYS)}"
-            )
+        check_trainer_state(state)
         if self._pending:
             self.sync()
         self._load_optimisation_state(state)
@@ -810,19 +698,7 @@ class JEMTrainer:
         state = load_checkpoint(source, map_location="cpu") if isinstance(source, (str, Path)) else source
         if not isinstance(state, dict):
             raise ValueError(f"init_model_from expects a checkpoint or a state_dict, got {type(state).__name__}")
-        weights = state["model"] if state.get("format") == CHECKPOINT_FORMAT else state
-        own = self.module.state_dict()
-        missing = sorted(set(own) - set(weights))
-        unexpected = sorted(set(weights) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"the weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        for name, tensor in weights.items():
-            if tuple(tensor.shape) != tuple(own[name].shape):
-                raise ValueError(
-                    f"the weights do not fit this model: {name} has shape {tuple(tensor.shape)} "
-                    f"in the source and {tuple(own[name].shape)} here"
-                )
-        self.module.load_state_dict(weights)
+        self.module.load_state_dict(model_weights(state, self.module.state_dict()))
         self._snapshot = None
         self._snapshot_step = -1
         self._snapshot_is_current = False
@@ -838,79 +714,15 @@ class JEMTrainer:
         """Accuracy (percent), NLL (nats) and ECE (percent) of the model on ``loader``.
 
         Under DDP every rank evaluates the batches its loader yields and the logits of all
-        ranks are pooled.
+        ranks are pooled (see :func:`jemfast.train.evaluation.evaluate_model`).
         """
-        from jemfast.calibration.metrics import evaluate_logits
-
-        was_training = self.module.training
-        self.module.eval()
-        logits_list, labels_list = [], []
-        try:
-            with torch.no_grad(), self._autocast():
-                for batch in loader:
-                    x, y = batch[0], batch[1]
-                    logits_list.append(self.module(x.to(self.device, non_blocking=True)).float().cpu())
-                    labels_list.append(y.cpu().long())
-        finally:
-            self.module.train(was_training)
-        if not logits_list:
-            raise ValueError("validation loader yielded no batches")
-        logits, labels = torch.cat(logits_list), torch.cat(labels_list)
-        if self.world_size > 1:
-            pooled = dist_utils.all_gather_objects((logits, labels))
-            logits = torch.cat([p[0] for p in pooled])
-            labels = torch.cat([p[1] for p in pooled])
-        if not bool(torch.isfinite(logits).all()):
-            bad = int((~torch.isfinite(logits)).any(1).nonzero()[0])
-            raise NonFiniteLogits(f"the model's logits are not finite (NaN or Inf) on validation example {bad}")
-        return evaluate_logits(labels, logits)
-
-    def _validate(self, loader: Iterable) -> dict[str, float]:
-        """:meth:`evaluate` at an epoch end; a blown-up model rolls back (and is validated again)."""
-        for _ in range(self.guard.max_rollbacks + 2):
-            try:
-                val = self.evaluate(loader)
-            except NonFiniteLogits:
-                val = {"nll": math.inf}
-            if not self.guard.enabled or val["nll"] <= self.guard.val_nll_threshold:
-                return val
-            self._rollback(f"validation NLL {val['nll']:.3g} (threshold {self.guard.val_nll_threshold:g})")
-        raise DivergenceError("validation kept failing after rollbacks")  # _rollback raises first
+        return evaluate_model(
+            self.module, loader, device=self.device, amp_dtype=self.amp_dtype, world_size=self.world_size
+        )
 
     # ------------------------------------------------------------------ fit
     def _checkpoint_dir(self) -> Path | None:
         return None if self.run_dir is None else self.run_dir / "checkpoints"
-
-    def _epoch_iterator(self, loader: Iterable):
-        # A fresh shuffle (DistributedSampler) and fresh random chunks (ChunkDataset) each
-        # epoch, both functions of (seed, epoch), so a resumed run sees the same ones.
-        for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
-            if hasattr(part, "set_epoch"):
-                part.set_epoch(self.epoch)
-        generator = getattr(loader, "generator", None)
-        if (
-            self._fit_state["batch_in_epoch"] == 0
-            and isinstance(generator, torch.Generator)
-            and self._fit_state.get("next_gen") is not None
-        ):
-            generator.set_state(self._fit_state["next_gen"])
-        if self._fit_state["batch_in_epoch"] > 0 and self._fit_state["epoch_rng"] is not None:
-            # Resuming mid-epoch: recreate the epoch's shuffle from the generator states saved
-            # when the epoch began, then skip what was already trained on.
-            current = torch.get_rng_state()
-            torch.set_rng_state(self._fit_state["epoch_rng"])
-            if isinstance(generator, torch.Generator) and self._fit_state["epoch_gen"] is not None:
-                generator.set_state(self._fit_state["epoch_gen"])
-            # A RandomSampler draws its seed at the first next(), so skip before restoring.
-            iterator = iter(loader)
-            for _ in range(self._fit_state["batch_in_epoch"]):
-                next(iterator)
-            torch.set_rng_state(current)
-            return iterator
-        self._fit_state["batch_in_epoch"] = 0
-        self._fit_state["epoch_rng"] = torch.get_rng_state()
-        self._fit_state["epoch_gen"] = generator.get_state() if isinstance(generator, torch.Generator) else None
-        return iter(loader)
 
     def fit(
         self,
@@ -943,10 +755,9 @@ class JEMTrainer:
         the KeyboardInterrupt; a second Ctrl-C within the same step stops at once and writes
         nothing (see jemfast.train.interrupt).
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+        check_int("epochs", epochs, minimum=1)
+        if checkpoint_every is not None:
+            check_int("checkpoint_every", checkpoint_every, minimum=1)
         ckpt_dir = self._checkpoint_dir()
         if resume:
             path = Path(resume) if not isinstance(resume, bool) else (ckpt_dir / "last.pt" if ckpt_dir else None)
@@ -1001,7 +812,7 @@ class JEMTrainer:
         self.log.start_epoch(self.epoch, total)
         if self._fit_state["batch_in_epoch"] == 0:  # else a resumed epoch keeps the sums saved with it
             self._epoch_sums = None
-        for batch in self._epoch_iterator(train_loader):
+        for batch in epoch_batches(train_loader, self.epoch, self._fit_state):
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise TypeError(f"train_loader must yield (x, y, ...) batches, got {type(batch).__name__}")
             x, y = batch[0], batch[1]
@@ -1022,19 +833,15 @@ class JEMTrainer:
             torch.distributed.all_reduce(sums)
         ce_sum, acc_sum, count = sums.tolist()
         self.epoch += 1
-        generator = getattr(train_loader, "generator", None)
-        # The loader's generator where the next epoch starts: a run resumed here sets it back,
-        # so its shuffles equal a straight run's (the loader itself is rebuilt, reseeded).
-        self._fit_state = {
-            "batch_in_epoch": 0,
-            "epoch_rng": None,
-            "epoch_gen": None,
-            "next_gen": generator.get_state() if isinstance(generator, torch.Generator) else None,
-        }
+        # The position records where the loader's generator stands: a run resumed here sets it
+        # back, so its shuffles equal a straight run's (the loader itself is rebuilt, reseeded).
+        self._fit_state = epoch_start(train_loader)
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
             self._snapshot_is_current = False
-        val = self._validate(val_loader) if val_loader is not None else {}
+        val = {}
+        if val_loader is not None:
+            val = guarded_validation(lambda: self.evaluate(val_loader), self.guard, self._rollback)
         if self.guard.enabled and self.step_count > self._snapshot_step:
             # An epoch that passed the guard and validation is a good place to roll back to:
             # short runs would otherwise only ever have the step-0 snapshot.
@@ -1071,148 +878,3 @@ class JEMTrainer:
         """Flush pending records and close the metrics file."""
         self.sync()
         self.log.close()
-
-
-def _to_cpu(tree: Any) -> Any:
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu()
-    if isinstance(tree, dict):
-        return {k: _to_cpu(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_to_cpu(v) for v in tree)
-    return tree
-
-
-# ---------------------------------------------------------------------- constructor arguments
-# The deprecated keywords that JEMLoss's fields and DefaultSampler's fields (name -> field) replaced.
-_OBJECTIVE_KEYWORDS = ("p_x_weight", "p_y_weight", "energy_l2", "temperature")
-_SAMPLER_KEYWORDS = {"sampler_preset": "preset", "buffer_size": "buffer_size", "sampler_options": "options"}
-
-
-def _arguments(values: dict[str, Any]) -> str:
-    """``name=value, ...`` as in a call."""
-    return ", ".join(f"{name}={value!r}" for name, value in values.items())
-
-
-def _keywords(names: Iterable[str]) -> str:
-    """``name=, ...``: keywords named in a message."""
-    return ", ".join(f"{name}=" for name in names)
-
-
-def _objective_argument(objective: Any, deprecated: dict[str, Any]) -> JEMLoss:
-    """The trainer's JEMLoss: ``objective``, or one built from the deprecated keywords it replaced
-    (taken out of ``deprecated``) with a DeprecationWarning."""
-    weights = {name: deprecated.pop(name) for name in _OBJECTIVE_KEYWORDS if name in deprecated}
-    used = f"JEMTrainer({_keywords(weights)})"
-    if isinstance(objective, numbers.Real):  # JEMTrainer's 4th positional parameter was p_x_weight
-        if "p_x_weight" in weights:
-            raise TypeError("JEMTrainer got p_x_weight twice: as its 4th positional argument and as a keyword")
-        weights = {"p_x_weight": objective, **weights}
-        used = "a number as JEMTrainer's 4th positional argument (formerly p_x_weight)"
-        objective = None
-    if objective is None:
-        if not weights:
-            return JEMLoss()
-        warnings.warn(
-            f"{used} is deprecated; pass objective=JEMLoss({_arguments(weights)}) instead "
-            "(from jemfast.train import JEMLoss)",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return JEMLoss(**weights)
-    if not isinstance(objective, JEMLoss):
-        raise TypeError(f"objective must be a JEMLoss or None (JEMLoss()), got {type(objective).__name__}")
-    if weights:
-        raise ValueError(
-            f"JEMTrainer got objective={objective!r} and {_keywords(weights)}; give the settings in the JEMLoss only"
-        )
-    return objective
-
-
-def _sampler_argument(sampler: Any, deprecated: dict[str, Any]) -> tuple[Any, DefaultSampler | None]:
-    """``(sampler, default_sampler)``: a given sampler and None, or None and the settings of the
-    sampler the trainer builds, from ``sampler`` or the deprecated keywords they replaced (taken
-    out of ``deprecated``, with a DeprecationWarning)."""
-    given = {name: deprecated.pop(name) for name in _SAMPLER_KEYWORDS if name in deprecated}
-    settings = {_SAMPLER_KEYWORDS[name]: value for name, value in given.items()}
-    if "options" in settings and settings["options"] is None:  # sampler_options=None meant "none"
-        del settings["options"]
-    used = f"JEMTrainer({_keywords(given)})"
-    if isinstance(sampler, DefaultSampler):
-        if given:
-            raise ValueError(
-                f"JEMTrainer got sampler={sampler!r} and {_keywords(given)}; "
-                "give the settings in the DefaultSampler only"
-            )
-        return None, sampler
-    if given:
-        replacement = f"sampler=DefaultSampler({_arguments(settings)})"
-        if sampler is None:
-            message = f"{used} is deprecated; pass {replacement} instead (from jemfast.train import DefaultSampler)"
-        else:
-            message = (
-                f"{used} is deprecated and has no effect with a given sampler: drop it ({replacement} "
-                "replaces it where the trainer builds its own sampler)"
-            )
-        warnings.warn(message, DeprecationWarning, stacklevel=3)
-    if sampler is None:
-        return None, DefaultSampler(**settings)
-    if isinstance(getattr(sampler, "model", None), nn.parallel.DistributedDataParallel):
-        raise ValueError(
-            "the sampler must wrap the underlying module (model.module), not the DDP wrapper: "
-            "sampling through DDP would interfere with its gradient synchronisation"
-        )
-    return sampler, None
-
-
-def _guard_argument(guard: Any) -> DivergenceGuard:
-    if isinstance(guard, bool) or guard is None:
-        return DivergenceGuard() if guard else DivergenceGuard(enabled=False)
-    if not isinstance(guard, DivergenceGuard):
-        raise TypeError(f"guard must be a DivergenceGuard, bool or None, got {type(guard).__name__}")
-    return guard
-
-
-def _check_options(
-    *,
-    scheduler: Any,
-    amp_dtype: Any,
-    grad_clip: Any,
-    scheduler_interval: Any,
-    n_classes: Any,
-    sync_every: Any,
-    check_values: Any,
-    data_noise: Any,
-    sample_shape: Any,
-) -> None:
-    """Raise TypeError/ValueError for a JEMTrainer option out of its range (the message names it)."""
-    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-        raise TypeError(
-            f"scheduler must be a learning-rate scheduler (with a step() method) or None, got "
-            f"{type(scheduler).__name__}; JEMTrainer's positional parameters are (model, optimizer, "
-            "sampler, objective, scheduler, run_dir), the rest are keywords"
-        )
-    if amp_dtype not in _AMP_DTYPES:
-        raise ValueError(f"amp_dtype must be None, torch.bfloat16 or torch.float16, got {amp_dtype!r}")
-    if grad_clip is not None and not (grad_clip > 0):
-        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    if scheduler_interval not in ("step", "epoch"):
-        raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
-    if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
-        raise ValueError(f"n_classes must be an int >= 2 or None, got {n_classes!r}")
-    if sync_every is not None and (not isinstance(sync_every, int) or sync_every < 1):
-        raise ValueError(f"sync_every must be a positive int or None, got {sync_every!r}")
-    if check_values not in (True, False, "auto"):
-        raise ValueError(f"check_values must be True, False or 'auto', got {check_values!r}")
-    if (
-        not isinstance(data_noise, (int, float))
-        or isinstance(data_noise, bool)
-        or not (math.isfinite(data_noise) and data_noise >= 0)
-    ):
-        raise ValueError(f"data_noise must be a finite number >= 0, got {data_noise!r}")
-    if sample_shape is not None and not (
-        isinstance(sample_shape, (tuple, list))
-        and sample_shape
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sample_shape)
-    ):
-        raise ValueError(f"sample_shape must be a non-empty tuple of positive ints, got {sample_shape!r}")
