@@ -10,8 +10,7 @@ manifests) for each task type, so everything runs without a download.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jemfast._lazy import lazy_exports
 
 # Public name -> the module that defines it. Loaded on first use, so that importing one
 # light module (``jemfast.data.manifest``) does not import audio, torch and librosa.
@@ -63,12 +62,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"jemfast.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'jemfast.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ may name) can be read without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jemfast._lazy import lazy_exports
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -28,12 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"jemfast.sampling.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'jemfast.sampling' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
