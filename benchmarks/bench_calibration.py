@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         for (task, method, seed, run, _), label in zip(scratch, ABLATION, strict=True):
             records += [
                 {**r, "ablation": label}
-                for r in _records_for_run(task, method, seed, run, base["eval"]["n_bins"])
+                for r in _records_for_run(task, method, seed, run, base.eval.n_bins)
                 if r["method"] == method
             ]
         return _write_ablation(records, name, args, started)
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"train.epochs={ft_epochs}",
                     "train.milestones=[]",
                     "train.warmup_steps=0",
-                    f"train.lr={base['train']['lr'] / 10}",
+                    f"train.lr={base.train.lr / 10}",
                 ]
                 finetune.append(
                     (
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     _run_jobs([item[4] for item in order], args.workers)
     _run_jobs([item[4] for item in finetune], args.workers)
 
-    n_bins = base["eval"]["n_bins"]
+    n_bins = base.eval.n_bins
     records = []
     for task, method, seed, run, _ in scratch + finetune:
         records += _records_for_run(task, method, seed, run, n_bins)
