@@ -428,3 +428,11 @@ def test_a_null_n_steps_reaches_the_presets_value():
         assert sampler.n_steps == PRESETS[method].settings.n_steps, method
         config = load_config("demo", [f"train.method={method}", "sampling.n_steps=3", "sampling.init=uniform"])
         assert build_sampler(config, model, (1, 16, 48), 3, torch.device("cpu")).n_steps == 3
+
+
+def test_overrides_apply_before_the_checks_so_they_can_mend_the_file_and_method():
+    # demo.yaml sets p_x_weight 0.1, which --method softmax alone would make inconsistent.
+    with pytest.raises(ConfigError, match="softmax method draws no samples"):
+        load_config("demo", method="softmax")
+    config = load_config("demo", ["train.p_x_weight=null", "train.energy_l2=0"], method="softmax")
+    assert config.train.generative_weight == 0.0

@@ -96,9 +96,8 @@ def sampler_settings(config: RunConfig):
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
     clamp = sampling.clamp if sampling.clamp is not None else (None if method == "jem" else FEATURE_CLAMP)
     if method == "jempp":  # PYLD: the clamp and the learning rate belong to the inner steps
-        step = settings.step
-        step = dataclasses.replace(step, lr=sampling.pyld_lr if sampling.pyld_lr is not None else step.lr)
-        return dataclasses.replace(settings, step=dataclasses.replace(step, clamp=clamp))
+        lr = sampling.pyld_lr if sampling.pyld_lr is not None else settings.step.lr
+        return dataclasses.replace(settings, step=dataclasses.replace(settings.step, lr=lr, clamp=clamp))
     return dataclasses.replace(settings, clamp=clamp) if clamp is not None else settings
 
 

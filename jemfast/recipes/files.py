@@ -120,25 +120,23 @@ def load_config(
     if name_or_path is not None:
         path = recipe_path(name_or_path)
         data, where = read_config_file(path), str(path)
+    changes: dict[tuple[str, str], Any] = {}
     if method is not None:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        train = data.get("train")
-        if train is not None and not isinstance(train, dict):
-            raise ConfigError(f"{where}: section 'train' must be a mapping, got {type(train).__name__}")
-        data = {**data, "train": {**(train or {}), "method": method}}
-    changes = {}
+        changes["train", "method"] = method
     for text in overrides:
         section, key, value = parse_override(text)
-        changes[(section, key)] = value
-    if changes:
-        data = {name: dict(values) if isinstance(values, dict) else values for name, values in data.items()}
-        for (section, key), value in changes.items():
-            if data.get(section) is None:
-                data[section] = {}
-            elif not isinstance(data[section], dict):
-                continue  # from_dict names the malformed section
-            data[section][key] = value
+        changes[section, key] = value
+    # Merged before checking, so an override can mend what the file and the method leave
+    # inconsistent (e.g. --method softmax --set train.p_x_weight=null over the demo recipe).
+    data = {name: dict(values) if isinstance(values, dict) else values for name, values in data.items()}
+    for (section, key), value in changes.items():
+        if data.get(section) is None:
+            data[section] = {}
+        elif not isinstance(data[section], dict):
+            continue  # from_dict names the malformed section, with the file
+        data[section][key] = value
     # Unknown sections and keys of the file are named with the file; value errors name the key.
     return RunConfig.from_dict(data, where)
 
